@@ -1,0 +1,219 @@
+"""The project's episode format: one HDF5 file per episode (h5py).
+
+Why HDF5: it is the robot-learning convention (robomimic, LIBERO, ALOHA), h5py is well kept, datasets are
+chunked one timestep per chunk so a training window reads only its timesteps, images are gzip-compressed
+losslessly, every chunk carries a Fletcher-32 checksum (a flipped bit is an error, never silent data), and
+nothing is pickled: only numeric arrays, UTF-8 strings and JSON attributes.
+
+Layout (``format_version`` 1)::
+
+    /                      attrs: format="gato_robot.episode", format_version=1,
+                                  spec=<RobotSpec JSON>, metadata=<JSON object>
+    /observations/<key>    (T, *shape) per observation key of the spec (images uint8; text UTF-8 strings)
+    /actions/<key>         (T, *shape) per action key of the spec, physical units
+    /rewards               (T,) float32
+    /extras/<name>         (T, ...) optional privileged data (object poses, ...), never a policy input
+
+Metadata is free-form JSON; the writers in this project set at least ``task``, ``success`` (bool),
+``return`` (float), ``policy`` and ``seed``. Files are written to a temporary name and renamed, so a
+crash mid-write never leaves a half-written episode under the final name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from gato_robot.core.specs import Kind, RobotSpec
+
+FORMAT = "gato_robot.episode"
+FORMAT_VERSION = 1
+SUFFIX = ".h5"
+
+
+class EpisodeError(ValueError):
+    """An episode file that is missing, corrupt, or does not match its spec. The message names the file."""
+
+
+@dataclasses.dataclass
+class Episode:
+    spec: RobotSpec
+    observations: dict[str, np.ndarray]
+    actions: dict[str, np.ndarray]
+    rewards: np.ndarray
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+    def observation(self, t: int) -> dict[str, Any]:
+        return {k: v[t] for k, v in self.observations.items()}
+
+    def action(self, t: int) -> dict[str, np.ndarray]:
+        return {k: v[t] for k, v in self.actions.items()}
+
+    def validate(self) -> None:
+        """Raise EpisodeError unless every key of the spec is present with T rows of the right shape."""
+        n = len(self)
+        for group, specs, data in (
+            ("observations", self.spec.observations, self.observations),
+            ("actions", self.spec.actions, self.actions),
+        ):
+            missing = sorted({s.name for s in specs} - set(data))
+            if missing:
+                raise EpisodeError(f"episode {group} lack keys {missing}")
+            for s in specs:
+                arr = data[s.name]
+                want = (n,) if s.kind is Kind.TEXT else (n, *s.shape)
+                if tuple(np.shape(arr)) != want:
+                    raise EpisodeError(f"episode {group}[{s.name!r}] has shape {np.shape(arr)}, expected {want}")
+        for name, arr in self.extras.items():
+            if np.shape(arr)[0] != n:
+                raise EpisodeError(f"episode extras[{name!r}] has {np.shape(arr)[0]} rows, expected {n}")
+        json.dumps(self.metadata)  # raises TypeError early for non-JSON metadata
+
+
+def write_episode(path: str | os.PathLike, episode: Episode, *, compression_level: int = 4) -> Path:
+    """Write ``episode`` atomically to ``path`` (``.h5`` appended if missing). Returns the final path."""
+    episode.validate()
+    path = Path(path)
+    if path.suffix != SUFFIX:
+        path = path.with_name(path.name + SUFFIX)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["spec"] = episode.spec.to_json()
+            f.attrs["metadata"] = json.dumps(episode.metadata, sort_keys=True)
+            for group, specs, data in (
+                ("observations", episode.spec.observations, episode.observations),
+                ("actions", episode.spec.actions, episode.actions),
+            ):
+                for s in specs:
+                    _write(f, f"{group}/{s.name}", data[s.name], s.kind, compression_level)
+            _write(f, "rewards", np.asarray(episode.rewards, np.float32), None, compression_level)
+            for name, arr in episode.extras.items():
+                _write(f, f"extras/{name}", np.asarray(arr), None, compression_level)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write(f: h5py.File, name: str, data: Any, kind: Kind | None, level: int) -> None:
+    if kind is Kind.TEXT:
+        f.create_dataset(name, data=np.asarray([str(s) for s in data], dtype=object), dtype=h5py.string_dtype())
+        return
+    arr = np.asarray(data)
+    if arr.dtype == object:
+        raise EpisodeError(f"{name}: object arrays are not stored (no pickles)")
+    chunks = (1, *arr.shape[1:]) if arr.ndim > 1 and arr.shape[0] > 0 else None
+    f.create_dataset(
+        name, data=arr, chunks=chunks if chunks else True, compression="gzip", compression_opts=level,
+        shuffle=arr.ndim > 1, fletcher32=True,
+    )
+
+
+class EpisodeReader:
+    """Random access to one episode file; use as a context manager.
+
+    >>> with EpisodeReader(path) as r:
+    ...     window = r.read(10, 16)  # an Episode holding timesteps 10..15
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self._f = h5py.File(self.path, "r")
+        except (OSError, ValueError) as e:
+            raise EpisodeError(f"{self.path}: cannot open as an episode file ({e})") from e
+        try:
+            if self._f.attrs.get("format") != FORMAT:
+                raise EpisodeError(f"{self.path}: not a {FORMAT} file")
+            version = int(self._f.attrs.get("format_version", -1))
+            if version != FORMAT_VERSION:
+                raise EpisodeError(f"{self.path}: format_version {version}, this code reads {FORMAT_VERSION}")
+            self.spec = RobotSpec.from_json(self._f.attrs["spec"])
+            self.metadata: dict[str, Any] = json.loads(self._f.attrs["metadata"])
+            self.length = int(self._f["rewards"].shape[0])
+        except EpisodeError:
+            self._f.close()
+            raise
+        except Exception as e:  # corrupt attributes or layout: report with the path, never crash the caller
+            self._f.close()
+            raise EpisodeError(f"{self.path}: corrupt episode header ({type(e).__name__}: {e})") from e
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __enter__(self) -> EpisodeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def read(self, start: int = 0, stop: int | None = None, *, keys: Mapping[str, bool] | None = None) -> Episode:
+        """Timesteps [start, stop) as an Episode. Raises EpisodeError on checksum or layout errors."""
+        stop = self.length if stop is None else stop
+        if not 0 <= start <= stop <= self.length:
+            raise EpisodeError(f"{self.path}: window [{start}, {stop}) outside episode of length {self.length}")
+        try:
+            obs = {s.name: self._slice(f"observations/{s.name}", start, stop, s.kind) for s in self.spec.observations}
+            act = {s.name: self._slice(f"actions/{s.name}", start, stop, s.kind) for s in self.spec.actions}
+            rewards = self._slice("rewards", start, stop, None)
+            extras = {}
+            if "extras" in self._f:
+                extras = {k: self._slice(f"extras/{k}", start, stop, None) for k in _dataset_names(self._f["extras"])}
+        except EpisodeError:
+            raise
+        except Exception as e:  # h5py raises OSError for Fletcher-32 mismatches and damaged chunks
+            raise EpisodeError(f"{self.path}: damaged data in [{start}, {stop}) ({type(e).__name__}: {e})") from e
+        ep = Episode(self.spec, obs, act, rewards, dict(self.metadata), extras)
+        ep.validate()
+        return ep
+
+    def _slice(self, name: str, start: int, stop: int, kind: Kind | None) -> np.ndarray:
+        if name not in self._f:
+            raise EpisodeError(f"{self.path}: missing dataset {name!r}")
+        ds = self._f[name]
+        if kind is Kind.TEXT:
+            return np.asarray([s.decode() if isinstance(s, bytes) else str(s) for s in ds[start:stop]], dtype=object)
+        return ds[start:stop]
+
+
+def _dataset_names(group: h5py.Group, prefix: str = "") -> list[str]:
+    names: list[str] = []
+    for k, v in group.items():
+        if isinstance(v, h5py.Group):
+            names += _dataset_names(v, f"{prefix}{k}/")
+        else:
+            names.append(f"{prefix}{k}")
+    return sorted(names)
+
+
+def read_episode(path: str | os.PathLike) -> Episode:
+    with EpisodeReader(path) as r:
+        return r.read()
+
+
+def list_episodes(root: str | os.PathLike) -> list[Path]:
+    """Episode files under ``root`` (recursively), sorted, temporary files excluded."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob(f"*{SUFFIX}") if not p.name.startswith("."))

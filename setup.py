@@ -1,0 +1,71 @@
+"""gato_robot: an ament_python ROS 2 package and a pip-installable Python project.
+
+`sim/` and `training/` live at the top of the repository but install as `gato_robot.sim` and
+`gato_robot.training`: generic top-level names like `sim` would clash with other packages in a user's
+environment.
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "gato_robot"
+MAPPED = {"sim": f"{PACKAGE}.sim", "training": f"{PACKAGE}.training"}
+
+
+def packages() -> list[str]:
+    found = find_packages(include=[PACKAGE, f"{PACKAGE}.*"])
+    for folder, name in MAPPED.items():
+        found += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
+    return found
+
+
+# torch is pinned: a plain `torch` requirement pulls gigabytes of CUDA packages on a CPU machine.
+TORCH = ["torch==2.13.0", "safetensors>=0.4"]
+ROS_WHEELS = [  # ROS 2 Kilted core from PyPI, for machines without a ROS install (never on a ROS install)
+    "ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-sensor-msgs", "ros-std-msgs", "ros-std-srvs",
+    "ros-geometry-msgs", "ros-diagnostic-msgs", "ros-lifecycle-msgs", "ros-rosgraph-msgs",
+]
+EXTRAS = {
+    "torch": TORCH,
+    "export": TORCH + ["onnx>=1.17", "onnxscript>=0.2"],
+    "onnx": ["onnxruntime>=1.20"],  # CPU provider
+    "onnx-gpu": ["onnxruntime-gpu>=1.20"],  # CUDA provider, falls back to CPU (logged)
+    "data": ["h5py>=3.10"],
+    "sim": ["pybullet==3.2.7", "gymnasium>=1.0", "h5py>=3.10", "imageio>=2.30", "imageio-ffmpeg>=0.5",
+            "matplotlib>=3.8", "tqdm>=4.60"],
+    "train": TORCH + ["h5py>=3.10", "tqdm>=4.60", "tensorboard>=2.15"],
+    "ros-wheels": ROS_WHEELS,
+    "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.8"],
+}
+# Everything this project's CI machine (no ROS install, no GPU) needs.
+EXTRAS["dev"] = sorted({r for k in ("export", "onnx", "data", "sim", "train", "ros-wheels", "test") for r in EXTRAS[k]})
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="A Gato-style generalist robot policy: tokenizer, transformer, ONNX runtime, ROS 2 stack, "
+    "PyBullet RGB-stacking benchmark and trainer",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=packages(),
+    package_dir={name: folder for folder, name in MAPPED.items()},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=["numpy>=1.24", "sentencepiece>=0.2", "pyyaml>=6"],
+    extras_require=EXTRAS,
+    zip_safe=True,
+    maintainer="gato_robot developers",
+    maintainer_email="dev@gato-robot.invalid",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "gato-demo = gato_robot.cli.demo:main",
+            "gato-token-layout = gato_robot.cli.demo:layout_main",
+        ],
+    },
+)

@@ -1,0 +1,1 @@
+"""The trainer (installed as gato_robot.training)."""
