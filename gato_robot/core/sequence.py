@@ -179,9 +179,7 @@ def windows(block: TokenBlock, context_len: int = vocab.DEFAULT_CONTEXT_LENGTH) 
     """
     if context_len <= 0:
         raise ValueError("context_len must be positive")
-    starts = list(block.timestep_starts()) + [len(block)]
-    if not starts or starts[0] != 0:
-        starts = [0] + starts
+    starts = sorted({0, *block.timestep_starts().tolist(), len(block)})
     out: list[TokenBlock] = []
     begin = 0
     while begin < len(block):

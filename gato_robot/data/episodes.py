@@ -8,11 +8,16 @@ nothing is pickled: only numeric arrays, UTF-8 strings and JSON attributes.
 Layout (``format_version`` 1)::
 
     /                      attrs: format="gato_robot.episode", format_version=1,
-                                  spec=<RobotSpec JSON>, metadata=<JSON object>
+                                  spec=<RobotSpec JSON>, metadata=<JSON object>,
+                                  header_sha256=<sha256 of spec + "\n" + metadata> (attributes have no
+                                  HDF5 checksum of their own)
     /observations/<key>    (T, *shape) per observation key of the spec (images uint8; text UTF-8 strings)
     /actions/<key>         (T, *shape) per action key of the spec, physical units
     /rewards               (T,) float32
     /extras/<name>         (T, ...) optional privileged data (object poses, ...), never a policy input
+    /checksums/<path>      (T,) uint32 CRC-32 of each row of the dataset at <path>, checked on every read:
+                           HDF5's Fletcher-32 covers the chunks it reads, but a damaged chunk index makes a
+                           chunk read back as zeros with no error; the per-row CRC catches that too.
 
 Metadata is free-form JSON; the writers in this project set at least ``task``, ``success`` (bool),
 ``return`` (float), ``policy`` and ``seed``. Files are written to a temporary name and renamed, so a
@@ -22,8 +27,10 @@ crash mid-write never leaves a half-written episode under the final name.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,8 +100,11 @@ def write_episode(path: str | os.PathLike, episode: Episode, *, compression_leve
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["spec"] = episode.spec.to_json()
-            f.attrs["metadata"] = json.dumps(episode.metadata, sort_keys=True)
+            spec_json = episode.spec.to_json()
+            meta_json = json.dumps(episode.metadata, sort_keys=True)
+            f.attrs["spec"] = spec_json
+            f.attrs["metadata"] = meta_json
+            f.attrs["header_sha256"] = _header_hash(spec_json, meta_json)
             for group, specs, data in (
                 ("observations", episode.spec.observations, episode.observations),
                 ("actions", episode.spec.actions, episode.actions),
@@ -112,7 +122,18 @@ def write_episode(path: str | os.PathLike, episode: Episode, *, compression_leve
     return path
 
 
+def _header_hash(spec_json: str, meta_json: str) -> str:
+    return hashlib.sha256(f"{spec_json}\n{meta_json}".encode()).hexdigest()
+
+
+def _row_crcs(rows: Any, kind: Kind | None) -> np.ndarray:
+    if kind is Kind.TEXT:
+        return np.array([zlib.crc32(str(r).encode()) for r in rows], np.uint32)
+    return np.array([zlib.crc32(np.ascontiguousarray(r).tobytes()) for r in rows], np.uint32)
+
+
 def _write(f: h5py.File, name: str, data: Any, kind: Kind | None, level: int) -> None:
+    f.create_dataset(f"checksums/{name}", data=_row_crcs(data, kind), fletcher32=True)
     if kind is Kind.TEXT:
         f.create_dataset(name, data=np.asarray([str(s) for s in data], dtype=object), dtype=h5py.string_dtype())
         return
@@ -145,8 +166,11 @@ class EpisodeReader:
             version = int(self._f.attrs.get("format_version", -1))
             if version != FORMAT_VERSION:
                 raise EpisodeError(f"{self.path}: format_version {version}, this code reads {FORMAT_VERSION}")
-            self.spec = RobotSpec.from_json(self._f.attrs["spec"])
-            self.metadata: dict[str, Any] = json.loads(self._f.attrs["metadata"])
+            spec_json, meta_json = str(self._f.attrs["spec"]), str(self._f.attrs["metadata"])
+            if _header_hash(spec_json, meta_json) != self._f.attrs.get("header_sha256"):
+                raise EpisodeError(f"{self.path}: header checksum mismatch (spec or metadata damaged)")
+            self.spec = RobotSpec.from_json(spec_json)
+            self.metadata: dict[str, Any] = json.loads(meta_json)
             self.length = int(self._f["rewards"].shape[0])
         except EpisodeError:
             self._f.close()
@@ -192,8 +216,16 @@ class EpisodeReader:
             raise EpisodeError(f"{self.path}: missing dataset {name!r}")
         ds = self._f[name]
         if kind is Kind.TEXT:
-            return np.asarray([s.decode() if isinstance(s, bytes) else str(s) for s in ds[start:stop]], dtype=object)
-        return ds[start:stop]
+            data = np.asarray([s.decode() if isinstance(s, bytes) else str(s) for s in ds[start:stop]], dtype=object)
+        else:
+            data = ds[start:stop]
+        crc_name = f"checksums/{name}"
+        if crc_name not in self._f:
+            raise EpisodeError(f"{self.path}: missing checksums for {name!r}")
+        bad = np.flatnonzero(_row_crcs(data, kind) != self._f[crc_name][start:stop])
+        if bad.size:
+            raise EpisodeError(f"{self.path}: {name!r} row {start + int(bad[0])} fails its CRC-32 (damaged file)")
+        return data
 
 
 def _dataset_names(group: h5py.Group, prefix: str = "") -> list[str]:
