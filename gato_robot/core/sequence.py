@@ -264,7 +264,7 @@ def collate(
         out.valid[i, :m] = True
         img = np.flatnonzero(b.kinds == TokenKind.IMAGE)
         out.is_image[i, img] = True
-        out.patches[i, img] = b.patches.reshape(b.num_patches, -1)
+        out.patches[i, img] = b.patches.reshape(b.num_patches, vocab.PATCH_PIXELS)
         out.patch_row[i, img] = patch_position_index(b.patch_rows, rng)
         out.patch_col[i, img] = patch_position_index(b.patch_cols, rng)
     return out

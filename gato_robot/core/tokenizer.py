@@ -174,6 +174,7 @@ def _intervals(n: int, size: int) -> np.ndarray:
 # Text: SentencePiece
 # ----------------------------------------------------------------------------------------------------------
 MISTRAL_DIST = "mistral-common"
+DEFAULT_TEXT_MODEL = "mistral-common:v1"  # how settings name the default model
 MISTRAL_MODEL_FILE = "mistral_common/data/tokenizer.model.v1"
 
 
@@ -255,13 +256,24 @@ class Tokenizer:
 
     @property
     def settings(self) -> dict[str, Any]:
-        """What a checkpoint records so the same tokenizer can be rebuilt."""
+        """What a checkpoint records so the same tokenizer can be rebuilt (:meth:`from_settings`)."""
         return {
             "vocab_size": vocab.VOCAB_SIZE,
-            "text_model": str(self._text_model) if self._text_model is not None else "mistral-common:v1",
+            "text_model": str(self._text_model) if self._text_model is not None else DEFAULT_TEXT_MODEL,
             "mu": vocab.MU, "mu_law_m": vocab.MU_LAW_M, "num_bins": vocab.NUM_BINS,
             "separator": vocab.SEPARATOR, "patch_size": vocab.PATCH_SIZE,
         }
+
+    @classmethod
+    def from_settings(cls, spec: RobotSpec, settings: Mapping[str, Any] | None) -> Tokenizer:
+        """The tokenizer a checkpoint or manifest recorded; refuses another vocabulary layout."""
+        settings = dict(settings or {})
+        for key, ours in (("vocab_size", vocab.VOCAB_SIZE), ("num_bins", vocab.NUM_BINS),
+                          ("separator", vocab.SEPARATOR), ("mu", vocab.MU), ("mu_law_m", vocab.MU_LAW_M)):
+            if key in settings and settings[key] != ours:
+                raise ValueError(f"the model was trained with tokenizer {key}={settings[key]}, this code has {ours}")
+        text_model = settings.get("text_model", DEFAULT_TEXT_MODEL)
+        return cls(spec, text_model=None if text_model == DEFAULT_TEXT_MODEL else text_model)
 
     # -- observations ------------------------------------------------------------------------------------
     def tokenize_observation(self, observation: Mapping[str, Any], *, text_targets: bool = True) -> TokenBlock:

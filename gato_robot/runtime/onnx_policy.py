@@ -1,0 +1,243 @@
+"""``OnnxPolicy``: the exported Gato policy on ONNX Runtime, for robot computers (numpy + onnxruntime, no torch).
+
+Same protocol as ``gato_robot.model.policy.TorchPolicy``: ``state = policy.initial_state()``, then
+``action, state = policy.step(observation, state)`` every control step (the step layout is
+``gato_robot.core.stepping``).
+
+Loading: the manifest (``gato_robot.core.manifest``) is verified before a session is created; a missing,
+truncated or changed file is refused with ``ModelIntegrityError``. An observation that does not match the
+spec is refused by the tokenizer (ValueError naming the key) before anything runs.
+
+Providers: ``providers="auto"`` takes the CUDA execution provider when this onnxruntime build has it and a
+session on it can be created, and the CPU provider otherwise; the choice, and why CUDA was not taken, is
+logged (never a silent fallback). ``"cuda"`` insists (error if CUDA cannot be had); ``"cpu"`` never tries.
+
+Execution: every run goes through IO binding. The KV cache lives on the session's device in two buffers used
+in turn (the step reads ``past`` from one and writes ``present`` into the other), so it never crosses to the
+host; the only per-step copies are the new tokens in and the action logits out (1024 floats). On CUDA,
+``cuda_graph=True`` captures one CUDA graph per (chunk length, buffer parity) after warm-up and replays it
+(fixed shapes and addresses, as ONNX Runtime requires); chunk lengths without a graph (e.g. a prompt) run
+normally. All step shapes are warmed up at construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from gato_robot.core import vocab
+from gato_robot.core.manifest import ModelIntegrityError, verify_manifest
+from gato_robot.core.sequence import TokenBlock, collate, windows
+from gato_robot.core.specs import RobotSpec
+from gato_robot.core.stepping import action_token, observation_chunk, pending_token, softmax_sample
+from gato_robot.core.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+TOKEN_INPUTS = ("tokens", "patches", "patch_row", "patch_col", "local_pos", "is_image")
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+__all__ = ["ModelIntegrityError", "OnnxPolicy", "OnnxPolicyState"]
+
+
+@dataclasses.dataclass
+class OnnxPolicyState:
+    """What the policy remembers between steps. ``step`` reuses the cache buffers: a state is consumed by the
+    step it is passed to; ``clone()`` it first to branch or replay."""
+
+    buffers: list[tuple[ort.OrtValue, ort.OrtValue]]  # two (k, v) cache buffers on the session's device
+    current: int = 0  # which buffer holds the cache now
+    pos: int = 0  # tokens appended so far
+    timestep: int = 0
+    pending: TokenBlock | None = None  # the previous step's last action token
+    action_tokens: np.ndarray | None = None  # (A,) ids chosen at the last step
+    logits: np.ndarray | None = None  # (A, hi - lo) action logits of the last step
+    rng: np.random.Generator | None = None
+
+    def clone(self) -> OnnxPolicyState:
+        copies = [(_copy_ortvalue(k), _copy_ortvalue(v)) for k, v in self.buffers]
+        rng = None
+        if self.rng is not None:
+            rng = np.random.Generator(type(self.rng.bit_generator)())
+            rng.bit_generator.state = self.rng.bit_generator.state
+        return dataclasses.replace(self, buffers=copies, rng=rng)
+
+
+def _copy_ortvalue(v: ort.OrtValue) -> ort.OrtValue:
+    if v.device_name().lower() == "cpu":
+        return ort.OrtValue.ortvalue_from_numpy(v.numpy().copy())
+    return ort.OrtValue.ortvalue_from_numpy(v.numpy(), v.device_name().lower(), 0)
+
+
+class OnnxPolicy:
+    def __init__(self, directory: str | os.PathLike, *, providers: str = "auto", tokenizer: Tokenizer | None = None,
+                 temperature: float = 0.0, seed: int = 0, cuda_graph: bool = False, device_id: int = 0,
+                 intra_op_threads: int = 0, warmup: bool = True,
+                 prompt: TokenBlock | list[tuple[Mapping[str, Any], Any]] | None = None) -> None:
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if providers not in ("auto", "cuda", "cpu"):
+            raise ValueError(f"providers must be 'auto', 'cuda' or 'cpu', got {providers!r}")
+        self.directory = Path(directory)
+        self.manifest = verify_manifest(self.directory)  # before any file is parsed
+        if ONNX_FILE not in self.manifest["files"]:
+            raise ModelIntegrityError(f"{self.directory}: the manifest does not list {ONNX_FILE}")
+        self.spec = RobotSpec.from_dict(self.manifest["spec"])
+        self.tokenizer = tokenizer if tokenizer is not None else Tokenizer.from_settings(
+            self.spec, self.manifest.get("tokenizer"))
+        self.temperature, self.seed = temperature, seed
+        cache = self.manifest["cache"]
+        self.cache_shape = (cache["layers"], 1, cache["heads"], cache["capacity"], cache["head_dim"])
+        self.context = int(self.manifest["model"]["context"])
+        self.logits_lo, self.logits_hi = self.manifest["logits_range"]
+        self.ranges = self.tokenizer.action_token_ranges()
+        if min(lo for lo, _ in self.ranges) < self.logits_lo or max(hi for _, hi in self.ranges) > self.logits_hi:
+            raise ValueError("the tokenizer's action ids fall outside the exported logits range")
+        if self.spec.max_timestep_tokens + 1 > self.context:
+            raise ValueError(f"a timestep of {self.spec.name!r} does not fit the model's context of {self.context}")
+        self.session, self.provider = _create_session(
+            self.directory / ONNX_FILE, providers, device_id, cuda_graph, intra_op_threads)
+        self.device = "cuda" if self.provider == CUDA else "cpu"
+        self.device_id = device_id if self.device == "cuda" else 0
+        self.cuda_graph = cuda_graph and self.device == "cuda"
+        self._graph_ids: dict[tuple[int, int], int] = {}
+        self._inputs: dict[int, dict[str, ort.OrtValue]] = {}  # fixed input buffers per chunk length
+        self._logits = ort.OrtValue.ortvalue_from_shape_and_type(
+            [1, self.logits_hi - self.logits_lo], np.float32, self.device, self.device_id)
+        self._prompt = self._prompt_block(prompt)
+        self._prompt_state: OnnxPolicyState | None = None
+        log.info("OnnxPolicy %s on %s%s", self.directory, self.provider, " with CUDA graphs" if self.cuda_graph else "")
+        if warmup:
+            self.warmup()
+
+    @classmethod
+    def from_directory(cls, directory: str | os.PathLike, **kw: Any) -> OnnxPolicy:
+        return cls(directory, **kw)
+
+    # -- state -------------------------------------------------------------------------------------------
+    def _empty_state(self) -> OnnxPolicyState:
+        def zeros() -> ort.OrtValue:
+            return ort.OrtValue.ortvalue_from_numpy(np.zeros(self.cache_shape, np.float32), self.device, self.device_id)
+
+        return OnnxPolicyState(buffers=[(zeros(), zeros()), (zeros(), zeros())])
+
+    def initial_state(self) -> OnnxPolicyState:
+        if self._prompt_state is None:
+            state = self._empty_state()
+            if self._prompt is not None:
+                for piece in windows(self._prompt, self.context):
+                    self._append(piece, state)
+            self._prompt_state = state
+        state = self._prompt_state.clone()
+        state.rng = np.random.default_rng(self.seed) if self.temperature > 0 else None
+        return state
+
+    def warmup(self) -> None:
+        """Run every chunk length a control step uses (first step, later steps, single tokens) once."""
+        n_obs = self.spec.max_observation_tokens + 1
+        obs_len = [n_obs, n_obs + 1] if not self.spec.has_text else []
+        state = self._empty_state()
+        for n in [*obs_len, 1] * 2:  # twice: both buffer parities (and CUDA graph capture)
+            block = TokenBlock.of_tokens(np.full(n, vocab.SEPARATOR), vocab.TokenKind.SEPARATOR)
+            block.local_pos = np.arange(n, dtype=np.int64) % vocab.MAX_TOKENS_PER_TIMESTEP
+            self._append(block, state)
+
+    # -- acting ------------------------------------------------------------------------------------------
+    def step(self, observation: Mapping[str, Any], state: OnnxPolicyState) -> tuple[np.ndarray, OnnxPolicyState]:
+        """One control step: (flat float32 action in physical units, in spec token order; the next state)."""
+        chunk, n_obs = observation_chunk(self.tokenizer, observation, state.pending)
+        logits = self._append(chunk, state)
+        chosen, all_logits = [], []
+        for j, (lo, hi) in enumerate(self.ranges):
+            window = logits[lo - self.logits_lo : hi - self.logits_lo]
+            all_logits.append(logits)
+            chosen.append(lo + softmax_sample(window, self.temperature, state.rng))
+            if j + 1 < len(self.ranges):
+                logits = self._append(action_token(chosen[-1], n_obs + j), state)
+        ids = np.asarray(chosen, np.int64)
+        state.pending = pending_token(ids, n_obs)
+        state.action_tokens, state.logits = ids, np.stack(all_logits)
+        state.timestep += 1
+        return self.tokenizer.detokenize_action(ids), state
+
+    # -- the session -------------------------------------------------------------------------------------
+    def _append(self, block: TokenBlock, state: OnnxPolicyState) -> np.ndarray:
+        """Append a block to the cache in ``state`` (updated in place); return the last position's logits."""
+        n = len(block)
+        batch = collate([block]).as_dict()  # evaluation mode: rounded-mean patch positions
+        inputs = self._input_buffers(n)
+        for name in TOKEN_INPUTS:
+            inputs[name].update_inplace(np.ascontiguousarray(batch[name]))
+        inputs["pos"].update_inplace(np.asarray(state.pos, np.int64))
+        src, dst = state.buffers[state.current], state.buffers[1 - state.current]
+        binding = self.session.io_binding()
+        for name in TOKEN_INPUTS:
+            binding.bind_ortvalue_input(name, inputs[name])
+        binding.bind_ortvalue_input("pos", inputs["pos"])
+        binding.bind_ortvalue_input("past_k", src[0])
+        binding.bind_ortvalue_input("past_v", src[1])
+        binding.bind_ortvalue_output("logits", self._logits)
+        binding.bind_ortvalue_output("present_k", dst[0])
+        binding.bind_ortvalue_output("present_v", dst[1])
+        run_options = ort.RunOptions()
+        if self.cuda_graph:
+            key = (n, state.current)
+            graph_id = self._graph_ids.setdefault(key, len(self._graph_ids) + 1)
+            run_options.add_run_config_entry("gpu_graph_id", str(graph_id))
+        self.session.run_with_iobinding(binding, run_options)
+        state.current = 1 - state.current
+        state.pos += n
+        return self._logits.numpy()[0].copy()
+
+    def _input_buffers(self, n: int) -> dict[str, ort.OrtValue]:
+        if n not in self._inputs:
+            shapes = {"tokens": ((1, n), np.int64), "patches": ((1, n, vocab.PATCH_PIXELS), np.float32),
+                      "patch_row": ((1, n), np.int64), "patch_col": ((1, n), np.int64),
+                      "local_pos": ((1, n), np.int64), "is_image": ((1, n), np.bool_), "pos": ((), np.int64)}
+            self._inputs[n] = {
+                name: ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype), self.device, self.device_id)
+                for name, (shape, dtype) in shapes.items()
+            }
+        return self._inputs[n]
+
+    def _prompt_block(self, prompt: TokenBlock | list[tuple[Mapping[str, Any], Any]] | None) -> TokenBlock | None:
+        if prompt is None or isinstance(prompt, TokenBlock):
+            return prompt if prompt is None or len(prompt) else None
+        from gato_robot.core.sequence import build_episode
+
+        pairs = list(prompt)
+        return build_episode(self.tokenizer, [o for o, _ in pairs], [a for _, a in pairs]) if pairs else None
+
+
+def _create_session(path: Path, providers: str, device_id: int, cuda_graph: bool,
+                    intra_op_threads: int) -> tuple[ort.InferenceSession, str]:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    available = ort.get_available_providers()
+    if providers in ("auto", "cuda"):
+        reason = None
+        if CUDA not in available:
+            reason = f"this onnxruntime build has no CUDA provider (it has {available}); install onnxruntime-gpu"
+        else:
+            cuda_options = {"device_id": str(device_id), "enable_cuda_graph": "1" if cuda_graph else "0"}
+            try:
+                session = ort.InferenceSession(str(path), options, providers=[(CUDA, cuda_options), CPU])
+                if session.get_providers()[0] == CUDA:
+                    return session, CUDA
+                reason = "the CUDA provider failed to load (no GPU or CUDA libraries); onnxruntime fell back"
+            except Exception as e:  # a broken CUDA install must degrade to CPU, loudly, never crash the robot
+                reason = f"creating a CUDA session failed: {type(e).__name__}: {e}"
+        if providers == "cuda":
+            raise RuntimeError(f"CUDA execution was required but is unavailable: {reason}")
+        log.warning("OnnxPolicy falls back to the CPU provider: %s", reason)
+    return ort.InferenceSession(str(path), options, providers=[CPU]), CPU
