@@ -9,23 +9,25 @@ prefill plus A - 1 single-token decodes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 
 from gato_robot.core import vocab
 from gato_robot.core.sequence import TokenBlock
-from gato_robot.core.tokenizer import Tokenizer
+from gato_robot.core.specs import RobotSpec
 
 
-def observation_chunk(
-    tokenizer: Tokenizer, observation: Mapping[str, Any], pending: TokenBlock | None
-) -> tuple[TokenBlock, int]:
-    """(chunk to append, n) where n is the number of observation tokens plus the separator."""
-    obs = tokenizer.tokenize_observation(observation)
-    chunk = obs if pending is None else TokenBlock.concatenate([pending, obs])
-    return chunk, len(obs)
+def max_append_for(spec: RobotSpec) -> int:
+    """Largest cache append a policy makes: a whole prompt timestep, or [pending action token, observation, '|']."""
+    return spec.max_timestep_tokens + 1
+
+
+def observation_chunk(observation: TokenBlock, pending: TokenBlock | None) -> tuple[TokenBlock, int]:
+    """(chunk to append, n) for a tokenized observation (``Tokenizer.tokenize_observation``: observation tokens
+    and the separator); n is its length, the local position of the first action token."""
+    if len(observation) == 0 or int(observation.tokens[-1]) != vocab.SEPARATOR:
+        raise ValueError("an observation block must end with the separator '|'")
+    chunk = observation if pending is None else TokenBlock.concatenate([pending, observation])
+    return chunk, len(observation)
 
 
 def action_token(token: int, local_pos: int) -> TokenBlock:
