@@ -227,7 +227,8 @@ class Batch:
     valid: np.ndarray  # (B, T) bool, False on padding
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        return dataclasses.asdict(self)
+        """The arrays by name (no copies; ``dataclasses.asdict`` would deep-copy each one)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def collate(

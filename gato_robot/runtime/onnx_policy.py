@@ -97,6 +97,7 @@ class OnnxPolicy:
         cache = self.manifest["cache"]
         self.cache_shape = (cache["layers"], 1, cache["heads"], cache["capacity"], cache["head_dim"])
         self.context = int(self.manifest["model"]["context"])
+        self.max_append = int(cache["max_append"])
         self.logits_lo, self.logits_hi = self.manifest["logits_range"]
         self.ranges = self.tokenizer.action_token_ranges()
         if min(lo for lo, _ in self.ranges) < self.logits_lo or max(hi for _, hi in self.ranges) > self.logits_hi:
@@ -133,7 +134,7 @@ class OnnxPolicy:
         if self._prompt_state is None:
             state = self._empty_state()
             if self._prompt is not None:
-                for piece in windows(self._prompt, self.context):
+                for piece in windows(self._prompt, self.max_append):  # whole timesteps per append
                     self._append(piece, state)
             self._prompt_state = state
         state = self._prompt_state.clone()
@@ -153,7 +154,12 @@ class OnnxPolicy:
     # -- acting ------------------------------------------------------------------------------------------
     def step(self, observation: Mapping[str, Any], state: OnnxPolicyState) -> tuple[np.ndarray, OnnxPolicyState]:
         """One control step: (flat float32 action in physical units, in spec token order; the next state)."""
-        chunk, n_obs = observation_chunk(self.tokenizer, observation, state.pending)
+        return self.step_tokens(self.tokenizer.tokenize_observation(observation), state)
+
+    def step_tokens(self, observation: TokenBlock, state: OnnxPolicyState) -> tuple[np.ndarray, OnnxPolicyState]:
+        """:meth:`step` for an observation tokenized elsewhere (``Tokenizer.tokenize_observation``: one timestep
+        ending with the separator, e.g. from the ROS tokenizer node). The chosen ids are ``state.action_tokens``."""
+        chunk, n_obs = observation_chunk(observation, state.pending)
         logits = self._append(chunk, state)
         chosen, all_logits = [], []
         for j, (lo, hi) in enumerate(self.ranges):
@@ -172,6 +178,8 @@ class OnnxPolicy:
     def _append(self, block: TokenBlock, state: OnnxPolicyState) -> np.ndarray:
         """Append a block to the cache in ``state`` (updated in place); return the last position's logits."""
         n = len(block)
+        if n > self.max_append:
+            raise ValueError(f"cannot append {n} tokens at once; the exported model takes at most {self.max_append}")
         batch = collate([block]).as_dict()  # evaluation mode: rounded-mean patch positions
         inputs = self._input_buffers(n)
         for name in TOKEN_INPUTS:

@@ -1,0 +1,233 @@
+"""Export a checkpoint to an ONNX policy directory: ``model.onnx`` (+ external data when large) and a manifest.
+
+    gato-export-onnx CHECKPOINT_DIR OUT_DIR [--opset 18] [--parity-steps 25]
+
+The graph is one cached append (``Gato.forward_cached``) with the KV cache as explicit tensors:
+
+| input      | shape                 | dtype   | meaning                                                  |
+|------------|-----------------------|---------|----------------------------------------------------------|
+| tokens     | (1, n)                | int64   | vocabulary ids of the n tokens appended                  |
+| patches    | (1, n, 768)           | float32 | image patches ((row, col, channel) order), 0 elsewhere   |
+| patch_row  | (1, n)                | int64   | patch row position bin                                   |
+| patch_col  | (1, n)                | int64   | patch column position bin                                |
+| local_pos  | (1, n)                | int64   | position inside the timestep                             |
+| is_image   | (1, n)                | bool    | image-patch positions                                    |
+| past_k/v   | (L, 1, H, S, hd)      | float32 | the ring-buffer cache (``gato_robot.model.kv_cache``),   |
+|            |                       |         | S = context + max_append - 1                             |
+| pos        | ()                    | int64   | tokens appended so far                                   |
+
+outputs: ``logits`` (1, hi - lo) of the last position over the action token range [lo, hi) only (the rest of
+the vocabulary is never sampled), ``present_k``/``present_v`` (the updated cache). Batch is fixed at 1; n is
+dynamic in [1, max_append], max_append = the spec's largest timestep + 1 (a control step appends
+``[last action token] + observation + '|'``, then single action tokens; prompts go in whole timesteps).
+
+Verified at export: every initializer and constant finite; ONNX Runtime (CPU) against ``TorchPolicy`` over
+generated observations (greedy action tokens identical, logits within 1e-4 of the logit scale); then the
+manifest records the sha256 of every file, the opset and the onnx / onnxruntime / torch versions checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gato_robot.core.manifest import write_manifest
+from gato_robot.core.specs import Kind, RobotSpec
+from gato_robot.core.stepping import max_append_for
+from gato_robot.core.tokenizer import Tokenizer
+from gato_robot.model.embedding import GatoInputs
+from gato_robot.model.gato import Gato
+from gato_robot.model.kv_cache import KVCache, capacity_for
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+DEFAULT_OPSET = 18
+EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's hard limit is 2 GiB; stay clear of it
+INPUT_NAMES = ("tokens", "patches", "patch_row", "patch_col", "local_pos", "is_image", "past_k", "past_v", "pos")
+OUTPUT_NAMES = ("logits", "present_k", "present_v")
+
+
+class CachedStep(nn.Module):
+    """``Gato.forward_cached`` as a pure function of tensors: (inputs, past, pos) -> (action logits, present)."""
+
+    def __init__(self, model: Gato, logits_range: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        self.lo, self.hi = logits_range
+
+    def forward(self, tokens: torch.Tensor, patches: torch.Tensor, patch_row: torch.Tensor, patch_col: torch.Tensor,
+                local_pos: torch.Tensor, is_image: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor,
+                pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = GatoInputs(tokens, patches, patch_row, patch_col, local_pos, is_image)
+        cache = KVCache(past_k.clone(), past_v.clone(), pos)  # forward_cached writes in place: keep inputs intact
+        logits, cache = self.model.forward_cached(x, cache, logits_ids=(self.lo, self.hi))
+        return logits, cache.k, cache.v
+
+
+def action_logits_range(ranges: list[tuple[int, int]]) -> tuple[int, int]:
+    return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
+
+
+def _example_inputs(model: Gato, n: int, max_append: int) -> tuple[torch.Tensor, ...]:
+    c = model.config
+    cache = model.empty_cache(batch=1, max_append=max_append, device="cpu", dtype=torch.float32)
+    return (
+        torch.zeros(1, n, dtype=torch.long), torch.zeros(1, n, 768), torch.zeros(1, n, dtype=torch.long),
+        torch.zeros(1, n, dtype=torch.long), torch.arange(n).view(1, n) % c.local_positions,
+        torch.zeros(1, n, dtype=torch.bool), cache.k, cache.v, torch.tensor(0, dtype=torch.long),
+    )
+
+
+def export_graph(model: Gato, spec: RobotSpec, path: Path, logits_range: tuple[int, int],
+                 opset: int = DEFAULT_OPSET) -> list[str]:
+    """Write the ONNX graph to ``path``; returns the files written (the .onnx and any external data)."""
+    model = model.to("cpu", torch.float32).eval()
+    step = CachedStep(model, logits_range).eval()
+    max_append = max_append_for(spec)
+    n = torch.export.Dim("n", min=1, max=max_append)
+    per_token = {1: n}
+    dynamic = {name: (per_token if name in INPUT_NAMES[:6] else None) for name in INPUT_NAMES}
+    example = _example_inputs(model, spec.max_observation_tokens + 2, max_append)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            step, example, dynamo=True, dynamic_shapes=dynamic, opset_version=opset,
+            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), verbose=False,
+        )
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    external = weight_bytes > EXTERNAL_DATA_BYTES
+    program.save(str(path), external_data=external)
+    files = [path.name]
+    if external:
+        files += sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name) and p != path)
+    return files
+
+
+def check_finite_initializers(path: Path) -> int:
+    """Raise ValueError if any initializer or Constant in the graph is NaN/Inf; return how many were checked."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path), load_external_data=True).graph
+    tensors = [(t.name, t) for t in graph.initializer]
+    tensors += [(f"{n.name or n.output[0]}", a.t) for n in graph.node if n.op_type == "Constant"
+                for a in n.attribute if a.name == "value"]
+    for name, t in tensors:
+        arr = numpy_helper.to_array(t)
+        if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+            raise ValueError(f"{path}: initializer {name!r} holds non-finite values; refusing to export")
+    return len(tensors)
+
+
+def generated_observations(spec: RobotSpec, steps: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Deterministic synthetic observations with slowly varying content (a stand-in for a recorded episode)."""
+    rng = np.random.default_rng(seed)
+    base = {s.name: rng.integers(0, 256, s.shape, dtype=np.uint8) if s.kind is Kind.IMAGE
+            else rng.normal(0, 0.5, s.shape) for s in spec.observations if s.kind is not Kind.TEXT}
+    out = []
+    for t in range(steps):
+        obs: dict[str, Any] = {}
+        for s in spec.observations:
+            if s.kind is Kind.IMAGE:
+                obs[s.name] = np.roll(base[s.name], t, axis=1)
+            elif s.kind is Kind.TEXT:
+                obs[s.name] = "stack the red object on the blue object"
+            elif s.kind is Kind.DISCRETE:
+                obs[s.name] = (rng.integers(0, s.num_values, s.shape)).astype(np.int64)
+            else:
+                obs[s.name] = base[s.name] + 0.05 * np.sin(0.1 * t + np.arange(s.size).reshape(s.shape))
+        out.append(obs)
+    return out
+
+
+def parity(torch_policy: Any, onnx_policy: Any, observations: list[dict[str, Any]]) -> dict[str, float]:
+    """Run both policies greedily on the same observations; compare action tokens and action logits."""
+    ts, os_ = torch_policy.initial_state(), onnx_policy.initial_state()
+    agree = total = 0
+    worst = 0.0
+    for obs in observations:
+        _, ts = torch_policy.step(obs, ts)
+        _, os_ = onnx_policy.step(obs, os_)
+        agree += int(np.sum(ts.action_tokens == os_.action_tokens))
+        total += ts.action_tokens.size
+        ref, got = np.asarray(ts.logits), np.asarray(os_.logits)
+        worst = max(worst, float(np.max(np.abs(got - ref)) / max(float(np.max(np.abs(ref))), 1e-12)))
+    return {"steps": len(observations), "token_agreement": agree / max(total, 1), "max_rel_logit_error": worst}
+
+
+def export_onnx(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+                parity_steps: int = 25, parity_tolerance: float = 1e-4) -> Path:
+    """Export, verify and write the manifest. Returns ``out_dir``. Raises ValueError when a check fails."""
+    import onnx
+    import onnxruntime
+
+    from gato_robot.model.checkpoint import load_checkpoint, read_checkpoint_config
+    from gato_robot.model.policy import TorchPolicy
+    from gato_robot.runtime.onnx_policy import OnnxPolicy
+
+    checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    model, spec = load_checkpoint(checkpoint_dir, device="cpu")
+    settings = read_checkpoint_config(checkpoint_dir).get("tokenizer") or {}
+    tokenizer = Tokenizer.from_settings(spec, settings)
+    logits_range = action_logits_range(tokenizer.action_token_ranges())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        files = export_graph(model, spec, staging / ONNX_FILE, logits_range, opset)
+        n_checked = check_finite_initializers(staging / ONNX_FILE)
+        c = model.config
+        fields = {
+            "opset": opset, "onnx_version": onnx.__version__, "onnxruntime_version": onnxruntime.__version__,
+            "torch_version": torch.__version__, "model": c.to_dict(), "spec": spec.to_dict(), "tokenizer": settings,
+            "logits_range": list(logits_range), "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES),
+            "cache": {"layers": c.n_layer, "heads": c.n_head, "capacity": capacity_for(c.context, max_append_for(spec)),
+                      "head_dim": c.head_dim, "max_append": max_append_for(spec), "window": c.context,
+                      "dtype": "float32"},
+            "source_checkpoint": str(checkpoint_dir.resolve()), "initializers_checked_finite": n_checked,
+        }
+        write_manifest(staging, files, **fields)
+        if parity_steps > 0:
+            torch_policy = TorchPolicy(model, spec, tokenizer=tokenizer, record_logits=True)
+            onnx_policy = OnnxPolicy(staging, providers="cpu", tokenizer=tokenizer)
+            result = parity(torch_policy, onnx_policy, generated_observations(spec, parity_steps))
+            log.info("parity over %d steps: token agreement %.4f, max relative logit error %.2e",
+                     result["steps"], result["token_agreement"], result["max_rel_logit_error"])
+            if result["token_agreement"] < 1.0 or result["max_rel_logit_error"] > parity_tolerance:
+                raise ValueError(f"ONNX export does not match PyTorch: {result}")
+            write_manifest(staging, files, **fields, parity=result)
+        for name in [*files, "manifest.json"]:
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="gato-export-onnx", description="Export a gato_robot checkpoint to ONNX.")
+    ap.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
+    ap.add_argument("out", help="output directory for model.onnx and manifest.json")
+    ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    ap.add_argument("--parity-steps", type=int, default=25, help="control steps compared with PyTorch (0: skip)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        out = export_onnx(args.checkpoint, args.out, opset=args.opset, parity_steps=args.parity_steps)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"gato-export-onnx: {e}", file=sys.stderr)
+        return 2
+    print(f"exported {out / ONNX_FILE} with {out / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
