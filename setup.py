@@ -66,6 +66,8 @@ setup(
         "console_scripts": [
             "gato-demo = gato_robot.cli.demo:main",
             "gato-token-layout = gato_robot.cli.demo:layout_main",
+            "gato-export-onnx = gato_robot.model.export:main",
+            "gato-train = gato_robot.training.train:main",
         ],
     },
 )

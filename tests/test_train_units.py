@@ -1,0 +1,313 @@
+"""Trainer units on CPU in-process: config, schedule, data order, checkpoints, the non-finite stop, pickle safety."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gato_robot.core.sequence import collate
+from gato_robot.model.checkpoint import load_checkpoint
+from gato_robot.training import checkpointing, data, demos, hooks
+from gato_robot.training.config import PRESETS, OptimSection, TrainConfig, apply_overrides, preset
+from gato_robot.training.distributed import DistInfo
+from gato_robot.training.optim import freeze, lr_at
+from gato_robot.training.trainer import NonFiniteError, Trainer
+
+SMALL = ["model.context=128", "run.threads=1", "run.progress=false", "run.tensorboard=false",
+         "optim.warmup_steps=2", "run.eval_every=0", "run.steps=6"]
+
+
+@pytest.fixture(scope="module")
+def episodes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demos")
+    demos.synthetic_episodes(root, episodes=6, length=24, tasks=2, seed=1)
+    return root
+
+
+def tiny_config(episodes: Path, out: Path, *extra: str) -> TrainConfig:
+    return apply_overrides(preset("tiny-cpu"), [f"data.train={episodes}", f"run.out_dir={out}", *SMALL, *extra])
+
+
+# -- config ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_are_valid_and_round_trip_through_json(name):
+    cfg = preset(name)
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_overrides_are_typed_and_validated():
+    cfg = apply_overrides(preset("tiny-cpu"), ["optim.lr=3e-4", "run.steps=1_000", "data.train=a,b",
+                                               "model.dropout=none", "run.compile=true", "optim.schedule=constant"])
+    assert cfg.optim.lr == 3e-4 and cfg.run.steps == 1000 and cfg.data.train == ("a", "b")
+    assert cfg.model.dropout is None and cfg.run.compile is True and cfg.optim.schedule == "constant"
+    for bad in ["optim.lr=-1", "optim.nope=1", "nope.lr=1", "lr=1", "run.steps=ten", "optim.schedule=linear",
+                "data.prompt_fraction=1.5", "run.compile=maybe"]:
+        with pytest.raises(ValueError):
+            apply_overrides(preset("tiny-cpu"), [bad])
+
+
+def test_batch_split_over_processes():
+    cfg = apply_overrides(preset("79M"), [])
+    assert cfg.per_rank_batch(8) == (32, 2)  # 512 / 8 ranks = 64 per rank = 2 micro-batches of 32
+    with pytest.raises(ValueError, match="divisible"):
+        cfg.per_rank_batch(3)
+
+
+# -- schedule and freezing ---------------------------------------------------------------------------------
+def test_warmup_then_cosine_to_a_tenth():
+    o = OptimSection(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [lr_at(s, o, 110) for s in range(200)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[9:111]))  # monotone decay
+    assert lrs[60] == pytest.approx(0.55) and lrs[110] == pytest.approx(0.1) and lrs[199] == pytest.approx(0.1)
+    c = dataclasses.replace(o, schedule="constant", warmup_steps=0)
+    assert {lr_at(s, c, 110) for s in range(50)} == {1.0}
+
+
+def test_freeze_by_pattern():
+    from gato_robot.model.config import preset as model_preset
+    from gato_robot.model.gato import Gato
+
+    m = Gato(model_preset("tiny", context=32))
+    names = freeze(m, ["embed.*", "blocks.0.*"])
+    assert names and all(n.startswith(("embed.", "blocks.0.")) for n in names)
+    assert all(p.requires_grad == (not n.startswith(("embed.", "blocks.0."))) for n, p in m.named_parameters())
+    with pytest.raises(ValueError, match="matches no parameter"):
+        freeze(m, ["encoder.*"])
+
+
+# -- data ----------------------------------------------------------------------------------------------------
+def dataset(episodes: Path, **kw) -> data.WindowDataset:
+    index = data.EpisodeIndex.build([str(episodes)], max_damaged=0)
+    return data.WindowDataset(index, context=128, seed=kw.pop("seed", 7), **kw)
+
+
+def test_samples_are_a_pure_function_of_seed_and_index(episodes):
+    a, b = dataset(episodes), dataset(episodes)
+    for i in (5, 0, 123456, 5):
+        x, y = a[i], b[i]
+        assert all(np.array_equal(x[k], y[k]) for k in x)
+    assert not np.array_equal(a[1]["tokens"], a[2]["tokens"])
+    assert not np.array_equal(dataset(episodes, seed=8)[1]["tokens"], a[1]["tokens"])
+
+
+def test_sequences_fill_the_context_with_whole_timesteps(episodes):
+    ds = dataset(episodes, prompt_fraction=0.0)
+    per_step = demos.small_spec().max_timestep_tokens  # 8 patches + 9 values + '|' + 3 actions = 21
+    for i in range(20):
+        s = ds[i]
+        n = int(s["valid"].sum())
+        assert n == (128 // per_step) * per_step  # 6 whole timesteps of 21 tokens
+        assert (s["local_pos"][:n:per_step] == 0).all()
+        assert s["loss_mask"][:n].sum() == 3 * (n // per_step)  # only actions are targets
+
+
+def test_prompt_conditioning_fraction_and_masking(episodes):
+    ds = dataset(episodes, prompt_fraction=0.5, prompt_tokens=48)
+    per_step = demos.small_spec().max_timestep_tokens
+    prompted = 0
+    for i in range(200):
+        s = ds[i]
+        first_actions = s["loss_mask"][per_step - 3:per_step]
+        if not first_actions.any():  # the first timestep is a prompt: not a target
+            prompted += 1
+            assert s["valid"].sum() == 2 * per_step + (128 - 2 * per_step) // per_step * per_step
+    assert 0.38 < prompted / 200 < 0.62
+    assert not any(not dataset(episodes, prompt_fraction=0.0)[i]["loss_mask"][18:21].any() for i in range(50))
+
+
+def test_uint8_pixels_become_the_tokenizers_floats_exactly(episodes):
+    from gato_robot.core.sequence import build_episode
+    from gato_robot.core.tokenizer import Tokenizer
+    from gato_robot.data.episodes import read_episode
+
+    ep = read_episode(sorted(episodes.glob("*.h5"))[0])
+    tok = Tokenizer(ep.spec)
+    block = build_episode(tok, [ep.observation(t) for t in range(4)], [ep.action(t) for t in range(4)])
+    ref = collate([block], 128)
+    px = data._pixels(ref.patches[0], ref.is_image[0])
+    got = data.patches_to_float(torch.from_numpy(px)[None], torch.from_numpy(ref.is_image))
+    assert torch.equal(got, torch.from_numpy(ref.patches))
+
+
+def test_data_order_does_not_depend_on_workers_or_ranks(episodes):
+    ds = dataset(episodes)
+
+    def batches(workers: int, rank: int, world: int, micro: int) -> list[np.ndarray]:
+        sampler = data.StepBatchSampler(start_step=3, end_step=5, global_batch=8, micro_batch=micro, rank=rank,
+                                        world_size=world)
+        loader = data.make_loader(ds, sampler, workers=workers, prefetch=2, pin_memory=False)
+        return [b["tokens"].numpy() for b in loader]
+
+    single = np.concatenate(batches(0, 0, 1, 8))
+    assert np.array_equal(single, np.concatenate(batches(2, 0, 1, 4)))
+    two_ranks = [batches(0, r, 2, 4) for r in range(2)]
+    per_step = [np.concatenate([two_ranks[0][s], two_ranks[1][s]]) for s in range(2)]
+    assert np.array_equal(single, np.concatenate(per_step))
+
+
+def test_damaged_files_are_reported_and_capped(episodes, tmp_path, caplog):
+    for p in episodes.glob("*.h5"):
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    (tmp_path / "broken.h5").write_bytes(b"not an hdf5 file")
+    index = data.EpisodeIndex.build([str(tmp_path)], max_damaged=1)
+    assert len(index) == 6 and [Path(p).name for p, _ in index.damaged] == ["broken.h5"]
+    assert "broken.h5" in caplog.text
+    with pytest.raises(data.DataError, match="max_damaged"):
+        data.EpisodeIndex.build([str(tmp_path)], max_damaged=0)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------------
+def test_checkpoints_verify_keep_n_and_skip_damaged(episodes, tmp_path):
+    t = Trainer(tiny_config(episodes, tmp_path, "run.keep_checkpoints=2"), DistInfo())
+    for step in (1, 2, 3):
+        t.step = step
+        t.save()
+    ckpts = checkpointing.list_checkpoints(t.ckpt_root)
+    assert [s for s, _ in ckpts] == [2, 3]
+    assert checkpointing.latest_valid(t.ckpt_root) == ckpts[-1][1]
+    (ckpts[-1][1] / "optimizer.safetensors").write_bytes(b"truncated")
+    assert "sha256" in checkpointing.verify(ckpts[-1][1])
+    assert checkpointing.latest_valid(t.ckpt_root) == ckpts[0][1]
+    model, _ = load_checkpoint(ckpts[0][1])  # the model part is a plain model checkpoint
+    assert sum(p.numel() for p in model.parameters()) == t.n_params
+
+
+class _Canary:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "pwned"))
+
+
+def test_a_pickle_canary_in_a_checkpoint_is_never_executed(episodes, tmp_path):
+    t = Trainer(tiny_config(episodes, tmp_path / "run"), DistInfo())
+    t.step = 2
+    ckpt = t.save()
+    fired = tmp_path / "canary_fired"
+    payload = pickle.dumps(_Canary(str(fired)))
+    pickle.loads(payload)  # the canary is live: unpickling it creates the file
+    assert fired.exists()
+    fired.unlink()
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "model.pt", "training_args.bin"):
+        (ckpt / name).write_bytes(payload)
+    torch.save({"x": _Canary(str(fired))}, ckpt / "trainer_state.pt")
+    t2 = Trainer(tiny_config(episodes, tmp_path / "run"), DistInfo(), resume=True)
+    assert t2.step == 2 and not fired.exists()
+    # even if an attacker lists the pickle in the manifest, nothing reads it
+    m = json.loads((ckpt / "MANIFEST.json").read_text())
+    m["files"]["optimizer.pt"] = checkpointing._sha256(ckpt / "optimizer.pt")
+    (ckpt / "MANIFEST.json").write_text(json.dumps(m))
+    Trainer(tiny_config(episodes, tmp_path / "run"), DistInfo(), resume=True)
+    assert not fired.exists()
+
+
+# -- the non-finite stop -------------------------------------------------------------------------------------
+def test_non_finite_loss_stops_before_the_optimizer(episodes, tmp_path):
+    t = Trainer(tiny_config(episodes, tmp_path), DistInfo())
+    batch = data.collate_samples([t.train_set[i] for i in range(4)])
+    t.train_step([batch])  # one good step: AdamW state exists
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    moments = {k: v.clone() for k, v in t.optimizer.state_dict()["state"][0].items()}
+    with torch.no_grad():
+        t.model.blocks[0].mlp[0].weight[0, 0] = math.nan
+    before["blocks.0.mlp.0.weight"][0, 0] = math.nan
+    with pytest.raises(NonFiniteError, match="not applied"):
+        t.train_step([batch])
+    after = t.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) or k == "blocks.0.mlp.0.weight" for k in before)
+    assert torch.equal(after["blocks.0.mlp.0.weight"].nan_to_num(), before["blocks.0.mlp.0.weight"].nan_to_num())
+    assert all(torch.equal(v, t.optimizer.state_dict()["state"][0][k]) for k, v in moments.items())
+    assert all(p.grad is None for p in t.model.parameters())
+
+
+def test_export_says_clearly_when_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setattr(hooks, "EXPORT_MODULE", "gato_robot.model.no_such_exporter")
+    with pytest.raises(hooks.ExportUnavailable, match="ONNX export unavailable"):
+        hooks.export_onnx(tmp_path, tmp_path / "onnx")
+
+
+def test_finetune_starts_from_the_checkpoint_with_frozen_layers_fixed(episodes, tmp_path):
+    base = Trainer(tiny_config(episodes, tmp_path / "base"), DistInfo())
+    base.step = 3
+    ckpt = base.save()
+    cfg = apply_overrides(preset("finetune"), [
+        f"data.train={episodes}", f"run.out_dir={tmp_path / 'ft'}", f"model.init_from={ckpt}", "model.freeze=embed.*",
+        "run.batch_size=4", "run.progress=false", "run.tensorboard=false", "run.threads=1", "data.workers=0"])
+    ft = Trainer(cfg, DistInfo())
+    assert ft.model.config.dropout == 0.1 and ft.model.config.context == 128 and ft.step == 0
+    start = {k: v.clone() for k, v in ft.model.state_dict().items()}
+    assert all(torch.equal(start[k], v) for k, v in base.model.state_dict().items())
+    assert {lr_at(s, cfg.optim, cfg.run.steps) for s in (0, 100, 9999)} == {1e-5}
+    ft.train_step([data.collate_samples([ft.train_set[i] for i in range(4)])])
+    after = ft.model.state_dict()
+    assert all(torch.equal(start[k], after[k]) == k.startswith("embed.") for k in start)
+
+
+def test_tensorboard_scalars_and_resolved_config_are_written(episodes, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(episodes, tmp_path, "run.steps=4", "run.log_every=2", "run.eval_every=2",
+                      "run.tensorboard=true", "run.checkpoint_every=4", "run.batch_size=4")
+    summary = Trainer(cfg, DistInfo()).run()
+    assert summary["step"] == 4
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/loss_rgb_stacking", "train/lr", "train/grad_norm", "perf/tokens_per_s",
+            "perf/data_wait_frac", "eval/loss"} <= tags
+    assert TrainConfig.from_dict(json.loads((tmp_path / "train_config.json").read_text())) == cfg
+
+
+def test_every_pixel_value_survives_the_uint8_transport():
+    from gato_robot.core.tokenizer import patchify
+
+    image = np.arange(256 * 3, dtype=np.int64).reshape(16, 16, 3) % 256
+    image = np.concatenate([image, np.random.default_rng(0).integers(0, 256, (16, 16, 3))], 1).astype(np.uint8)
+    patches = patchify(image)[0].reshape(-1, 768)  # the tokenizer's floats, (P, 768)
+    is_image = np.ones(len(patches), bool)
+    px = data._pixels(patches, is_image)
+    assert np.array_equal(px, image.reshape(16, 2, 16, 3).transpose(1, 0, 2, 3).reshape(2, 768))
+    got = data.patches_to_float(torch.from_numpy(px), torch.from_numpy(is_image))
+    assert torch.equal(got, torch.from_numpy(patches.astype(np.float32)))
+
+
+def test_onnx_policy_and_manifest_are_exported_at_the_end(episodes, tmp_path):
+    ok, why = hooks._function(hooks.EXPORT_MODULE, hooks.EXPORT_FUNCTION)
+    if ok is None or any(__import__("importlib").util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
+        pytest.skip(f"ONNX exporter not available here: {why or 'onnx/onnxruntime missing'}")
+    cfg = tiny_config(episodes, tmp_path, "model.context=1024", "run.steps=1", "run.batch_size=2",
+                      "optim.schedule=constant", "optim.warmup_steps=0", "run.export_onnx=true")
+    summary = Trainer(cfg, DistInfo()).run()
+    manifest = json.loads((Path(summary["onnx"]) / "manifest.json").read_text())
+    assert manifest["model"]["context"] == 1024 and (Path(summary["onnx"]) / "model.onnx").is_file()
+
+
+def test_sim_benchmark_hook_maps_rows_and_never_raises(tmp_path, monkeypatch):
+    import types
+
+    calls = []
+
+    def fake_run(policy, triplets, episodes, workers, out, seed, video_episodes=2):
+        calls.append((policy, triplets, episodes, seed, video_episodes))
+        return [{"triplet": t, "success_rate": 0.5} for t in triplets] + [{"triplet": "mean", "success_rate": 0.5}]
+
+    fake = types.SimpleNamespace(run=fake_run)
+    monkeypatch.setattr(hooks.importlib, "import_module",
+                        lambda name: fake if name == hooks.SIM_MODULE else __import__("importlib").import_module(name))
+    objects = types.SimpleNamespace(expand_triplets=lambda s: ["t1", "t2"])
+    monkeypatch.setitem(__import__("sys").modules, "gato_robot.sim.objects", objects)
+    got = hooks.run_sim_benchmark(tmp_path, episodes=3, seed=7)
+    assert got == {"success_t1": 0.5, "success_t2": 0.5, "success_mean": 0.5}
+    assert calls == [(f"torch:{tmp_path}", ["t1", "t2"], 3, 7, 0)]
+    fake.run = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("pybullet crashed"))
+    assert hooks.run_sim_benchmark(tmp_path, episodes=1, seed=0) is None

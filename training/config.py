@@ -1,0 +1,358 @@
+"""Training configuration: typed dataclass sections that validate themselves, named presets, CLI overrides.
+
+``TrainConfig`` = ``model`` + ``data`` + ``optim`` + ``run`` sections. A preset fills every field; the command
+line overrides single fields (``--set optim.lr=3e-4``) and the resolved config is written as JSON beside the
+checkpoints (``<out_dir>/train_config.json``) so every run can be reproduced from its directory.
+
+Paper values (Gato, appendix; marked (A) in docs/reference): AdamW beta 0.9/0.95, linear warm-up 15k steps,
+cosine decay to 0.1x over the run, weight decay 0.1, batch 512 x 1024 tokens; fine-tuning with a constant
+learning rate 1e-5, batch 64, dropout 0.1; 25% of sequences prompt-conditioned (half from an episode's end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+PARALLEL = ("auto", "none", "ddp", "fsdp")
+
+
+def _positive(section: str, **values: Any) -> None:
+    for name, v in values.items():
+        if v is not None and (isinstance(v, bool) or v <= 0):
+            raise ValueError(f"{section}.{name} must be positive, got {v!r}")
+
+
+def _fraction(section: str, **values: float) -> None:
+    for name, v in values.items():
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{section}.{name} must be in [0, 1], got {v!r}")
+
+
+def _choice(section: str, name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{section}.{name} must be one of {list(choices)}, got {value!r}")
+
+
+@dataclasses.dataclass
+class ModelSection:
+    """Which network: a model preset (``gato_robot.model.config.PRESETS``) with a few fields overridden."""
+
+    preset: str = "tiny"
+    context: int | None = None  # tokens per training sequence; None: the preset's (1024)
+    dropout: float | None = None  # None: the preset's (0.0); the paper fine-tunes with 0.1
+    init_from: str | None = None  # a checkpoint directory (model.safetensors + config.json) to fine-tune from
+    freeze: tuple[str, ...] = ()  # glob patterns over parameter names, e.g. "embed.*", "blocks.[0-3].*"
+
+    def __post_init__(self) -> None:
+        self.freeze = tuple(self.freeze)
+        _positive("model", context=self.context)
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass
+class DataSection:
+    """Where episodes come from and how training sequences are cut from them (see ``training/data.py``)."""
+
+    train: tuple[str, ...] = ()  # episode files or folders (searched recursively for *.h5)
+    eval: tuple[str, ...] = ()  # held-out episodes; empty: ``eval_fraction`` of the training episodes
+    eval_fraction: float = 0.05
+    domain: str = "rgb_stacking"  # name for per-domain loss curves
+    prompt_fraction: float = 0.25  # Gato: 25% of sequences get a prompt from another episode of the task
+    prompt_end_fraction: float = 0.5  # of those, half from the other episode's end (goal), half uniform
+    prompt_tokens: int | None = None  # longest prompt; None: a quarter of the context
+    successful_only: bool = False  # keep only episodes whose metadata says success (the paper's filter)
+    workers: int = 2  # DataLoader worker processes per rank (0: load in the training process)
+    prefetch: int = 4  # batches prefetched per worker
+    max_damaged: int = 10  # damaged episode files skipped (with their path) before the run stops
+
+    def __post_init__(self) -> None:
+        self.train = tuple(self.train)
+        self.eval = tuple(self.eval)
+        _fraction("data", eval_fraction=self.eval_fraction, prompt_fraction=self.prompt_fraction,
+                  prompt_end_fraction=self.prompt_end_fraction)
+        _positive("data", prompt_tokens=self.prompt_tokens, prefetch=self.prefetch)
+        if self.workers < 0 or self.max_damaged < 0:
+            raise ValueError("data.workers and data.max_damaged must be >= 0")
+        if not self.domain:
+            raise ValueError("data.domain must be a non-empty name (it labels the per-domain loss)")
+
+
+@dataclasses.dataclass
+class OptimSection:
+    """AdamW and its learning-rate schedule (a pure function of the step, ``training/optim.py``)."""
+
+    lr: float = 1e-4  # peak learning rate
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = 15_000
+    decay_steps: int | None = None  # cosine length; None: the run's total steps
+    min_lr_ratio: float = 0.1  # cosine ends at 0.1x peak (Gato)
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping (the norm is still logged)
+
+    def __post_init__(self) -> None:
+        _choice("optim", "schedule", self.schedule, SCHEDULES)
+        _positive("optim", lr=self.lr, decay_steps=self.decay_steps, eps=self.eps)
+        _fraction("optim", min_lr_ratio=self.min_lr_ratio, beta1=self.beta1, beta2=self.beta2)
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("optim.warmup_steps, optim.weight_decay and optim.grad_clip must be >= 0")
+
+
+@dataclasses.dataclass
+class RunSection:
+    """Length, batch, devices, logging, evaluation and checkpoint cadence of one run."""
+
+    out_dir: str = "runs/gato"
+    steps: int = 1000
+    batch_size: int = 8  # global sequences per optimizer step (all ranks, all micro-batches)
+    micro_batch: int | None = None  # sequences per rank per forward; None: batch_size / world size
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the model
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"  # auto: DDP when launched with >1 process
+    deterministic: bool = False  # torch.use_deterministic_algorithms (CPU resume exactness)
+    threads: int | None = None  # torch intra-op threads; None: torch's default
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    eval_every: int = 1000  # held-out loss; 0 disables
+    eval_batches: int = 4
+    sim_eval_every: int = 0  # simulated benchmark with the current weights; 0 disables
+    sim_eval_episodes: int = 5
+    export_onnx: bool = False  # export the ONNX policy and its manifest at the end
+    progress: bool = True  # tqdm progress bar (rank 0)
+    tensorboard: bool = True
+    checkpoint_write_delay_s: float = 0.0  # test hook: pause after each checkpoint file (SIGKILL tests)
+
+    def __post_init__(self) -> None:
+        _choice("run", "device", self.device, DEVICES)
+        _choice("run", "precision", self.precision, PRECISIONS)
+        _choice("run", "parallel", self.parallel, PARALLEL)
+        _positive("run", steps=self.steps, batch_size=self.batch_size, micro_batch=self.micro_batch,
+                  threads=self.threads, log_every=self.log_every, checkpoint_every=self.checkpoint_every,
+                  keep_checkpoints=self.keep_checkpoints, eval_batches=self.eval_batches,
+                  sim_eval_episodes=self.sim_eval_episodes)
+        if self.eval_every < 0 or self.sim_eval_every < 0 or self.checkpoint_write_delay_s < 0:
+            raise ValueError("run.eval_every, run.sim_eval_every and run.checkpoint_write_delay_s must be >= 0")
+        if not self.out_dir:
+            raise ValueError("run.out_dir must name a folder for checkpoints and logs")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: ModelSection = dataclasses.field(default_factory=ModelSection)
+    data: DataSection = dataclasses.field(default_factory=DataSection)
+    optim: OptimSection = dataclasses.field(default_factory=OptimSection)
+    run: RunSection = dataclasses.field(default_factory=RunSection)
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.name != "name" and isinstance(getattr(self, f.name), Mapping):
+                setattr(self, f.name, _build(_SECTIONS[f.name], getattr(self, f.name)))
+
+    # -- derived values ------------------------------------------------------------------------------------
+    def per_rank_batch(self, world_size: int) -> tuple[int, int]:
+        """(micro-batch per rank, micro-batches per step) for ``world_size`` processes."""
+        b = self.run.batch_size
+        if b % world_size:
+            raise ValueError(f"run.batch_size {b} is not divisible by the {world_size} processes; "
+                             f"use a multiple of {world_size}")
+        per_rank = b // world_size
+        micro = self.run.micro_batch or per_rank
+        if per_rank % micro:
+            raise ValueError(f"run.micro_batch {micro} must divide the per-process batch {per_rank} "
+                             f"(run.batch_size {b} / {world_size} processes)")
+        return micro, per_rank // micro
+
+    def validate_for_training(self) -> None:
+        """Checks that need the whole config (called before a run starts, not on every construction)."""
+        if self.name == "finetune" and not self.model.init_from:
+            raise ValueError("the finetune preset starts from a trained model: pass --init-from CHECKPOINT_DIR "
+                             "(a folder with model.safetensors + config.json, e.g. <run>/checkpoints/step_...)")
+        if not self.data.train:
+            raise ValueError("no training data: pass --data DIR (episode folder) or --set data.train=DIR1,DIR2")
+        if self.optim.schedule == "cosine" and self.optim.warmup_steps >= (self.optim.decay_steps or self.run.steps):
+            raise ValueError(
+                f"optim.warmup_steps {self.optim.warmup_steps} >= the cosine length "
+                f"{self.optim.decay_steps or self.run.steps}; lower warmup_steps or use --set optim.schedule=constant"
+            )
+
+    # -- serialisation -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists, plain JSON types
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        return _build(cls, d)
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+        return path
+
+
+_SECTIONS: dict[str, type] = {"model": ModelSection, "data": DataSection, "optim": OptimSection, "run": RunSection}
+
+
+def _build(cls: type, d: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(names)}")
+    kwargs = {}
+    for k, v in d.items():
+        if k in _SECTIONS and cls is TrainConfig:
+            kwargs[k] = v if dataclasses.is_dataclass(v) else _build(_SECTIONS[k], v)
+        else:
+            kwargs[k] = _coerce(v, hints[k], k)
+    return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Presets
+# ----------------------------------------------------------------------------------------------------------
+def _pretrain(model: str, micro_batch: int, parallel: str = "auto") -> TrainConfig:
+    """The paper's pre-training recipe for one model size (batch 512 x 1024 tokens, 1M steps)."""
+    return TrainConfig(
+        name=model,
+        model=ModelSection(preset=model),
+        data=DataSection(workers=8),
+        optim=OptimSection(lr=1e-4, warmup_steps=15_000),
+        run=RunSection(out_dir=f"runs/gato-{model}", steps=1_000_000, batch_size=512, micro_batch=micro_batch,
+                       parallel=parallel, log_every=10, checkpoint_every=2000, eval_every=2000, sim_eval_every=20_000),
+    )
+
+
+def _presets() -> dict[str, TrainConfig]:
+    return {
+        # A few minutes on a laptop CPU: the tiny model on small-image episodes.
+        "tiny-cpu": TrainConfig(
+            name="tiny-cpu",
+            model=ModelSection(preset="tiny", context=256),
+            data=DataSection(workers=0),
+            optim=OptimSection(lr=1e-3, warmup_steps=20, weight_decay=0.1),
+            run=RunSection(out_dir="runs/gato-tiny", steps=200, batch_size=8, device="cpu", precision="fp32",
+                           log_every=10, checkpoint_every=50, eval_every=50, eval_batches=2),
+        ),
+        "79M": _pretrain("79M", micro_batch=32),
+        "364M": _pretrain("364M", micro_batch=16),
+        # 1.18B with AdamW state is ~19 GB before activations: shard parameters, gradients and optimizer state.
+        "1.18B": _pretrain("1.18B", micro_batch=8, parallel="fsdp"),
+        # Gato fine-tuning (appendix): constant lr 1e-5, batch 64, dropout 0.1, from a pre-trained checkpoint.
+        "finetune": TrainConfig(
+            name="finetune",
+            model=ModelSection(preset="tiny", dropout=0.1),
+            data=DataSection(workers=4, prompt_fraction=0.25),
+            optim=OptimSection(lr=1e-5, schedule="constant", warmup_steps=0, weight_decay=0.0),
+            run=RunSection(out_dir="runs/gato-finetune", steps=10_000, batch_size=64, log_every=10,
+                           checkpoint_every=500, eval_every=500),
+        ),
+    }
+
+
+PRESETS = tuple(_presets())
+
+
+def preset(name: str) -> TrainConfig:
+    """A fresh copy of the named training preset."""
+    presets = _presets()
+    if name not in presets:
+        raise ValueError(f"unknown training preset {name!r}; choose from {list(presets)}")
+    return presets[name]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Overrides: "section.field=value" strings, typed by the dataclass annotations
+# ----------------------------------------------------------------------------------------------------------
+def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    """A new config with ``section.field=value`` overrides applied (and re-validated)."""
+    d = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) > 2 or not all(parts):
+            raise ValueError(f"override {item!r}: expected section.field=value, e.g. optim.lr=3e-4")
+        section_name = parts[0] if len(parts) == 2 else None
+        if section_name is None:
+            if parts[0] != "name":
+                raise ValueError(f"override {item!r}: name a section, one of {list(_SECTIONS)} (e.g. run.{parts[0]})")
+            d["name"] = raw
+            continue
+        if section_name not in _SECTIONS:
+            raise ValueError(f"override {item!r}: unknown section {section_name!r}; choose from {list(_SECTIONS)}")
+        cls = _SECTIONS[section_name]
+        hints = typing.get_type_hints(cls)
+        if parts[1] not in hints:
+            raise ValueError(f"override {item!r}: {cls.__name__} has no field {parts[1]!r}; fields: {sorted(hints)}")
+        d[section_name][parts[1]] = _parse(raw.strip(), hints[parts[1]], key)
+    return TrainConfig.from_dict(d)
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return True, args[0] if len(args) == 1 else tp
+    return False, tp
+
+
+def _parse(raw: str, tp: Any, key: str) -> Any:
+    """A command-line string as a value of annotation ``tp``."""
+    optional, inner = _is_optional(tp)
+    if optional and raw.lower() in ("none", "null", ""):
+        return None
+    origin = typing.get_origin(inner)
+    try:
+        if inner is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
+        if inner is int:
+            return int(raw.replace("_", ""))
+        if inner is float:
+            return float(raw)
+        if origin is tuple:
+            return tuple(s.strip() for s in raw.split(",") if s.strip())
+        if origin is Literal:
+            choices = typing.get_args(inner)
+            if raw not in choices:
+                raise ValueError(f"choose from {list(choices)}")
+            return raw
+        return raw
+    except ValueError as e:
+        raise ValueError(f"override {key}={raw!r}: {e}") from e
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """JSON values (lists for tuples) back to the annotated type."""
+    if value is None:
+        return None
+    _, inner = _is_optional(tp)
+    if typing.get_origin(inner) is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if inner is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value

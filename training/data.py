@@ -1,0 +1,288 @@
+"""Training sequences from episode files: an index, a deterministic window sampler, a DataLoader.
+
+- ``EpisodeIndex``: every episode file opened once at start (header only: spec, metadata, length). Damaged
+  files (``EpisodeError``) are reported with their path and skipped, up to ``data.max_damaged``; beyond that
+  the run stops, since a data set that broken needs a person.
+- ``WindowDataset[i]``: the i-th training sequence is a pure function of ``(seed, stream, i)``: the episode
+  (weighted by its length), the start timestep, whether it gets a prompt and which, and the random patch
+  positions all come from ``np.random.default_rng([seed, stream, i])``. So the data order depends only on the
+  global sample index: resuming at step s continues exactly, with any number of DataLoader workers or ranks.
+- A sequence is whole timesteps from one episode, built by the shared sequence builder
+  (``gato_robot.core.sequence.build_episode``), as many as fill the context (``windows``); the start is drawn
+  so the window fills the context whenever the episode is long enough.
+- Prompt conditioning (Gato Sec. 3.3): ``data.prompt_fraction`` of sequences (25%) are prefixed by timesteps of
+  another episode of the same task (metadata ``task``): with probability ``prompt_end_fraction`` its last
+  timesteps (goal conditioning), else a uniformly placed window; at most ``prompt_tokens`` tokens. Prompt tokens
+  are never loss targets (project choice: the prompt conditions, the episode is what is learned).
+- Image patches travel as uint8 pixels (4x less worker-to-trainer and host-to-device traffic) and become the
+  tokenizer's floats on the device (``patches_to_float``, bit-identical to the tokenizer, tested).
+
+Shapes: B sequences, T context, P = 768 values per 16x16x3 patch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gato_robot.core import vocab
+from gato_robot.core.sequence import TokenBlock, build_episode, collate, last_window, windows
+from gato_robot.core.specs import Kind, RobotSpec
+from gato_robot.core.tokenizer import Tokenizer
+from gato_robot.data.episodes import EpisodeError, EpisodeReader, list_episodes
+
+log = logging.getLogger(__name__)
+
+TRAIN_STREAM, EVAL_STREAM = 0, 1  # independent random streams for training and held-out sequences
+_MAX_RETRIES = 8  # a window that hits damaged data is redrawn (deterministically) this many times
+_OPEN_FILES = 64  # episode files kept open per worker
+
+
+class DataError(RuntimeError):
+    """The data cannot feed this run (no episodes, or more damaged files than allowed). Says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeInfo:
+    path: str
+    length: int
+    task: str
+    spec: str  # RobotSpec JSON (a key into the per-spec tokenizers)
+
+
+@dataclasses.dataclass
+class EpisodeIndex:
+    episodes: list[EpisodeInfo]
+    damaged: list[tuple[str, str]]  # (path, why)
+
+    @classmethod
+    def build(cls, roots: Sequence[str], *, max_damaged: int, successful_only: bool = False) -> EpisodeIndex:
+        paths = [p for r in roots for p in _expand(r)]
+        episodes, damaged = [], []
+        for p in paths:
+            try:
+                with EpisodeReader(p) as r:
+                    meta, length, spec = r.metadata, len(r), r.spec.to_json()
+            except EpisodeError as e:
+                log.warning("skipping damaged episode %s: %s", p, e)
+                damaged.append((str(p), str(e)))
+                if len(damaged) > max_damaged:
+                    raise DataError(
+                        f"{len(damaged)} damaged episode files (more than data.max_damaged={max_damaged}); first: "
+                        f"{damaged[0][0]}: {damaged[0][1]}. Repair or remove them, or raise data.max_damaged"
+                    ) from e
+                continue
+            if length == 0 or (successful_only and not meta.get("success", False)):
+                continue
+            episodes.append(EpisodeInfo(str(p), length, str(meta.get("task", "default")), spec))
+        return cls(episodes, damaged)
+
+    def split(self, eval_fraction: float) -> tuple[EpisodeIndex, EpisodeIndex]:
+        """(train, held-out): the last ``round(n * eval_fraction)`` (at least 1) episodes of every task with at
+        least 3 episodes are held out; smaller tasks stay whole (their episodes prompt each other)."""
+        if eval_fraction <= 0:
+            return self, EpisodeIndex([], [])
+        train, held = [], []
+        for task_eps in _group(self.episodes).values():
+            n_held = max(1, round(len(task_eps) * eval_fraction)) if len(task_eps) >= 3 else 0
+            n_held = min(n_held, len(task_eps) - 2)
+            train += task_eps[: len(task_eps) - n_held]
+            held += task_eps[len(task_eps) - n_held:]
+        return EpisodeIndex(train, self.damaged), EpisodeIndex(held, [])
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+
+def _expand(root: str) -> list[Path]:
+    p = Path(root)
+    if not p.exists():
+        raise DataError(f"data path {root} does not exist")
+    return list_episodes(p)
+
+
+def _group(episodes: Sequence[EpisodeInfo]) -> dict[str, list[EpisodeInfo]]:
+    out: dict[str, list[EpisodeInfo]] = {}
+    for e in episodes:
+        out.setdefault(e.task, []).append(e)
+    return out
+
+
+def _min_max_timestep_tokens(spec: RobotSpec) -> tuple[int, int]:
+    text = sum(s.num_tokens for s in spec.observations if s.kind is Kind.TEXT)
+    return max(1, spec.max_timestep_tokens - text), spec.max_timestep_tokens
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Map-style view of an endless, deterministic stream of training sequences (see module docstring)."""
+
+    def __init__(self, index: EpisodeIndex, *, context: int, seed: int, stream: int = TRAIN_STREAM,
+                 prompt_fraction: float = 0.25, prompt_end_fraction: float = 0.5, prompt_tokens: int | None = None,
+                 domain_id: int = 0, train: bool = True, max_damaged: int = 10) -> None:
+        if not index.episodes:
+            raise DataError("no usable episodes (empty folders, all damaged, or all filtered out)")
+        self.index, self.context, self.seed, self.stream = index, context, seed, stream
+        self.prompt_fraction, self.prompt_end_fraction = prompt_fraction, prompt_end_fraction
+        self.prompt_tokens = prompt_tokens if prompt_tokens is not None else context // 4
+        if self.prompt_tokens >= context:
+            raise ValueError(f"data.prompt_tokens {self.prompt_tokens} must be smaller than the context {context}")
+        self.domain_id, self.train, self.max_damaged = domain_id, train, max_damaged
+        lengths = np.array([e.length for e in index.episodes], np.float64)
+        self._cum = np.cumsum(lengths / lengths.sum())
+        self._same_task = {t: [i for i, e in enumerate(index.episodes) if e.task == t] for t in _group(index.episodes)}
+        self._readers: OrderedDict[str, EpisodeReader] = OrderedDict()
+        self._tokenizers: dict[str, Tokenizer] = {}
+        self._bad: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:  # open files stay in their process (h5py handles do not fork)
+        state = self.__dict__.copy()
+        state["_readers"] = OrderedDict()
+        return state
+
+    # -- one sequence ----------------------------------------------------------------------------------------
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.stream, int(i)])
+        for _ in range(_MAX_RETRIES):
+            try:
+                block = self._sequence(rng)
+                break
+            except EpisodeError as e:
+                self._report(e)
+        else:
+            raise DataError(f"sample {i}: {_MAX_RETRIES} windows in a row hit damaged data; see the warnings above")
+        b = collate([block], self.context, rng if self.train else None)
+        return {
+            "tokens": b.tokens[0], "pixels": _pixels(b.patches[0], b.is_image[0]), "patch_row": b.patch_row[0],
+            "patch_col": b.patch_col[0], "local_pos": b.local_pos[0], "is_image": b.is_image[0],
+            "loss_mask": b.loss_mask[0], "valid": b.valid[0], "domain": np.int64(self.domain_id),
+        }
+
+    def _sequence(self, rng: np.random.Generator) -> TokenBlock:
+        e = int(np.searchsorted(self._cum, rng.random(), side="right").clip(0, len(self.index) - 1))
+        prompt = TokenBlock.empty()
+        if rng.random() < self.prompt_fraction:
+            others = [j for j in self._same_task[self.index.episodes[e].task] if j != e]
+            from_end = rng.random() < self.prompt_end_fraction
+            if others:
+                prompt = self._prompt(others[int(rng.integers(len(others)))], from_end, rng)
+        return TokenBlock.concatenate([prompt, self._window(e, self.context - len(prompt), rng)])
+
+    def _window(self, e: int, budget: int, rng: np.random.Generator, *, at_end: bool = False) -> TokenBlock:
+        info = self.index.episodes[e]
+        tok = self._tokenizer(info.spec)
+        least, most = _min_max_timestep_tokens(tok.spec)
+        surely_fit = max(1, budget // most)  # timesteps that fit whatever their text
+        first = max(0, info.length - surely_fit) if at_end else int(rng.integers(max(1, info.length - surely_fit + 1)))
+        stop = min(info.length, first + math.ceil(budget / least))
+        try:
+            ep = self._reader(info.path).read(first, stop)
+        except EpisodeError:
+            self._bad.add(info.path)
+            raise
+        obs, act = zip(*((ep.observation(t), ep.action(t)) for t in range(len(ep))))
+        block = build_episode(tok, obs, act, first_timestep=first)
+        return last_window(block, budget) if at_end else windows(block, budget)[0]
+
+    def _prompt(self, e: int, from_end: bool, rng: np.random.Generator) -> TokenBlock:
+        block = self._window(e, self.prompt_tokens, rng, at_end=from_end)
+        block.loss_mask = np.zeros_like(block.loss_mask)  # the prompt conditions; it is not a target
+        return block
+
+    # -- resources ------------------------------------------------------------------------------------------
+    def _tokenizer(self, spec_json: str) -> Tokenizer:
+        if spec_json not in self._tokenizers:
+            self._tokenizers[spec_json] = Tokenizer(RobotSpec.from_json(spec_json))
+        return self._tokenizers[spec_json]
+
+    def _reader(self, path: str) -> EpisodeReader:
+        if path in self._readers:
+            self._readers.move_to_end(path)
+            return self._readers[path]
+        if len(self._readers) >= _OPEN_FILES:
+            self._readers.popitem(last=False)[1].close()
+        self._readers[path] = r = EpisodeReader(path)
+        return r
+
+    def _report(self, e: EpisodeError) -> None:
+        log.warning("damaged episode data, window redrawn: %s", e)
+        if len(self._bad) > self.max_damaged:
+            raise DataError(f"more than data.max_damaged={self.max_damaged} damaged episode files; last: {e}")
+
+
+def _pixels(patches: np.ndarray, is_image: np.ndarray) -> np.ndarray:
+    """(T, 768) float patches of the tokenizer back to their uint8 pixels (exact: see ``patches_to_float``)."""
+    out = np.zeros(patches.shape, np.uint8)
+    # pixel = (p * 4 + 1) * 127.5, within 1e-4 of an integer; + 0.5 and truncation round it (one pass, no rint)
+    out[is_image] = (patches[is_image] * np.float32(vocab.PATCH_SCALE * 127.5) + np.float32(128.0)).astype(np.uint8)
+    return out
+
+
+def patches_to_float(pixels: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
+    """(B, T, 768) uint8 -> float32 exactly as the tokenizer computes it (``gato_robot.core.tokenizer.patchify``):
+    pixels * (2 / 255) - 1, divided by sqrt(16) = 4; zeros at non-image positions, like ``collate``."""
+    x = pixels.to(torch.float32) * (2.0 / 255.0) - 1.0
+    x = x / vocab.PATCH_SCALE
+    return torch.where(is_image.unsqueeze(-1), x, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Which sample indices form which batch
+# ----------------------------------------------------------------------------------------------------------
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Yields this rank's micro-batches of global sample indices, step after step, from ``start_step``.
+
+    Step s covers samples [s * B, (s + 1) * B), B the global batch; micro-batch m of rank r takes
+    s * B + m * W * b + r * b + [0, b) (W ranks, b micro-batch). Any (W, b) split of B sees the same samples
+    in a step, so 1 process and N processes train on the same global batch.
+    """
+
+    def __init__(self, *, start_step: int, end_step: int, global_batch: int, micro_batch: int, rank: int,
+                 world_size: int) -> None:
+        super().__init__()
+        self.start, self.end, self.global_batch = start_step, end_step, global_batch
+        self.micro, self.rank, self.world = micro_batch, rank, world_size
+        self.accum = global_batch // (micro_batch * world_size)
+        assert self.accum * micro_batch * world_size == global_batch, "batch split checked by TrainConfig"
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.end):
+            for m in range(self.accum):
+                base = step * self.global_batch + m * self.world * self.micro + self.rank * self.micro
+                yield list(range(base, base + self.micro))
+
+    def __len__(self) -> int:
+        return (self.end - self.start) * self.accum
+
+
+def collate_samples(samples: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Stack per-sequence arrays into (B, ...) tensors."""
+    return {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
+
+
+def make_loader(dataset: WindowDataset, sampler: StepBatchSampler, *, workers: int, prefetch: int,
+                pin_memory: bool) -> torch.utils.data.DataLoader:
+    # Its own generator: a DataLoader iterator otherwise draws its workers' base seed from the global torch RNG,
+    # which would shift the dropout stream of a resumed run (samples use no torch randomness at all).
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate_samples, num_workers=workers, pin_memory=pin_memory,
+        prefetch_factor=prefetch if workers > 0 else None, persistent_workers=False,
+        generator=torch.Generator().manual_seed(dataset.seed), worker_init_fn=_fresh_files,
+    )
+
+
+def _fresh_files(worker_id: int) -> None:
+    """A forked worker opens its own episode files: HDF5 handles inherited from the parent are not fork-safe."""
+    ds = torch.utils.data.get_worker_info().dataset
+    ds._readers = OrderedDict()
+
+
+def first_spec(index: EpisodeIndex) -> RobotSpec:
+    return RobotSpec.from_json(index.episodes[0].spec)
