@@ -68,6 +68,11 @@ setup(
             "gato-token-layout = gato_robot.cli.demo:layout_main",
             "gato-export-onnx = gato_robot.model.export:main",
             "gato-train = gato_robot.training.train:main",
+            "gato-stack = gato_robot.ros.launcher:main",
+            "gato_tokenizer_node = gato_robot.ros.tokenizer_node:main",
+            "gato_policy_node = gato_robot.ros.policy_node:main",
+            "gato_controller_node = gato_robot.ros.controller_node:main",
+            "gato_sim_node = gato_robot.ros.sim_node:main",
         ],
     },
 )

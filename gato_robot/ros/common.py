@@ -1,0 +1,164 @@
+"""What every node shares: QoS profiles, stamps, parameter declaration, message builders, and ``run``.
+
+The array layouts live in :mod:`gato_robot.ros.wire` (pure numpy); this module only moves them in and out of
+ROS messages (bytes, never per-element lists: ``msg.data = arr.tobytes()``, read with ``np.frombuffer``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from gato_robot.ros import wire
+
+# Sensor topics: best effort, keep last 5 (the ROS default sensor-data profile).
+SENSOR_QOS = qos_profile_sensor_data
+# Commands and status: reliable (a best-effort publisher never reaches a reliable subscriber).
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                         durability=DurabilityPolicy.VOLATILE)
+# The tokenized observation and the action tokens: reliable, keep last 1 (only the newest step matters).
+PIPELINE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                          durability=DurabilityPolicy.VOLATILE)
+
+# Topic and service names of the contract (docs/ros.md); parameters override the configurable ones.
+OBSERVATION_TOPIC = "/gato/observation"
+ACTION_TOKENS_TOPIC = "/gato/action_tokens"
+ACTION_TOPIC = "/gato/action"
+HOLD_TOPIC = "/gato/hold"
+EPISODE_STATUS_TOPIC = "/gato/episode_status"
+TOOL_POSE_TOPIC = "/gato/tool_pose"
+JOINT_STATES_TOPIC = "/joint_states"
+TWIST_TOPIC = "/servo_node/delta_twist_cmds"
+FORWARD_TOPIC = "/forward_velocity_controller/commands"
+GRIPPER_TOPIC = "/gripper/command"
+HOLD_SERVICE = "/gato/controller/hold"
+REARM_SERVICE = "/gato/controller/rearm"
+POLICY_RESET_SERVICE = "/gato/policy/reset"
+SIM_RESET_SERVICE = "/sim/reset"
+FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
+
+
+def camera_topic(name: str) -> str:
+    return f"/camera/{name}/image_raw"
+
+
+# -- time ---------------------------------------------------------------------------------------------------
+def stamp_to_sec(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def sec_to_stamp(t: float) -> Time:
+    if not math.isfinite(t):
+        raise ValueError(f"time {t} is not finite")
+    ns = round(t * 1e9)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def now_sec(node: Node) -> float:
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+# -- parameters ---------------------------------------------------------------------------------------------
+def declare(node: Node, name: str, default: Any, description: str, read_only: bool = True) -> Any:
+    """Declare a parameter with a descriptor; return its value (from the parameter file if given there)."""
+    value = node.declare_parameter(
+        name, default, ParameterDescriptor(description=description, read_only=read_only)).value
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+# -- messages -----------------------------------------------------------------------------------------------
+def array_image(array: np.ndarray, encoding: str, stamp: Time, frame_id: str = "") -> Image:
+    """A 2-D 32FC1/32SC1 array as a sensor_msgs/Image (little endian, rows contiguous)."""
+    arr = np.ascontiguousarray(array)
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(arr.shape[1] * arr.itemsize)
+    msg.data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    return msg
+
+
+def observation_rows(msg: Image) -> np.ndarray:
+    """The (N, 775) float32 rows of a /gato/observation message (validated by wire.decode_observation_rows)."""
+    if msg.encoding != wire.OBSERVATION_ENCODING or msg.is_bigendian:
+        raise ValueError(f"observation must be little-endian {wire.OBSERVATION_ENCODING}, got {msg.encoding!r}")
+    if msg.width != wire.ROW_WIDTH or msg.step != 4 * wire.ROW_WIDTH:
+        raise ValueError(f"observation rows must be {wire.ROW_WIDTH} wide (step {4 * wire.ROW_WIDTH}), "
+                         f"got width {msg.width} step {msg.step}")
+    if len(msg.data) != msg.height * msg.step:
+        raise ValueError(f"observation carries {len(msg.data)} bytes, expected {msg.height * msg.step}")
+    return np.frombuffer(msg.data, np.float32).reshape(msg.height, wire.ROW_WIDTH)
+
+
+def rgb_image(image: np.ndarray, stamp: Time, frame_id: str) -> Image:
+    h, w, step, data = wire.encode_image_rgb8(image)
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width, msg.step, msg.encoding, msg.is_bigendian = h, w, step, "rgb8", 0
+    msg.data = data
+    return msg
+
+
+def image_rgb(msg: Image) -> np.ndarray:
+    return wire.decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+
+
+# -- logging ----------------------------------------------------------------------------------------------
+class RejectLog:
+    """One log line per distinct rejection at most once per ``period`` s (rclpy throttles per call site, which
+    would hide a second kind of bad message behind the first), with counts per kind for diagnostics."""
+
+    def __init__(self, node: Node, period: float = 1.0) -> None:
+        self.node, self.period = node, period
+        self.counts: dict[str, int] = {}
+        self._last: dict[str, float] = {}
+
+    def __call__(self, what: str, error: Exception | str, verb: str = "rejected") -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+        text = str(error)
+        key = f"{what}: {text[:48]}"
+        now = time.monotonic()
+        if now - self._last.get(key, -math.inf) >= self.period:
+            self._last[key] = now
+            self.node.get_logger().warning(f"{verb} {what}: {text} (x{self.counts[what]})")
+
+
+# -- the process --------------------------------------------------------------------------------------------
+def run(make_node: Callable[[], Node], args: Sequence[str] | None = None) -> int:
+    """init / build / spin / finally destroy_node + try_shutdown. Ctrl-C and SIGTERM end cleanly (exit 0);
+    a configuration error (ValueError, FileNotFoundError) exits 2 with one clear line."""
+    rclpy.init(args=list(args) if args is not None else sys.argv)
+    node = None
+    code = 0
+    try:
+        node = make_node()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ValueError, FileNotFoundError) as e:
+        print(f"[FATAL] {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        code = 2
+    finally:
+        if node is not None:
+            stop = getattr(node, "on_exit", None)
+            if stop is not None:
+                stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code

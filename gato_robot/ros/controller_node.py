@@ -1,0 +1,223 @@
+"""Controller node: action tokens -> safe arm and gripper commands, with a watchdog and hold / e-stop.
+
+Inputs: /gato/action_tokens (32SC1 1 x A, from the policy node) and /gato/action (32FC1 1 x A, a continuous
+action in physical units, for policies or tools that produce actions directly), both reliable; /gato/hold
+(std_msgs/Bool, true = hold) and the services /gato/controller/hold and /gato/controller/rearm (std_srvs/Trigger).
+
+Outputs (reliable): the arm command, by ``command_interface``: geometry_msgs/TwistStamped on
+/servo_node/delta_twist_cmds (MoveIt Servo's input; stamp = when issued) or std_msgs/Float64MultiArray on
+/forward_velocity_controller/commands (``[vx, vy, vz, wx, wy, wz]``); std_msgs/Float64 on /gripper/command
+(> 0 closes, in [-255, 255]); /diagnostics (armed/held, watchdog trips, dropped actions by reason).
+
+All decisions are :class:`gato_robot.core.safety.SafetyFilter`'s; this node only moves messages. The watchdog
+ticks on a steady (wall) timer every control cycle and measures ages on the node clock (sim time in simulation),
+so a frozen simulation does not trip it and a dead policy on a robot does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import TwistStamped
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, Float64, Float64MultiArray, MultiArrayDimension
+from std_srvs.srv import Trigger
+
+from gato_robot.core import specs
+from gato_robot.core.safety import Command, Limits, Reason, SafetyFilter, State
+from gato_robot.core.tokenizer import Tokenizer
+from gato_robot.ros import common, wire
+
+VELOCITY_DIMS = 4  # vx, vy, vz, yaw rate; then the gripper
+
+
+class ControllerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("gato_controller")
+        d = lambda *a: common.declare(self, *a)  # noqa: E731
+        cameras = d("cameras", list(specs.RGB_STACKING_CAMERAS[:2]), "spec camera names (selects the spec)")
+        image_size = d("image_size", 128, "spec image size (pixels, square)")
+        self.interface = d("command_interface", "twist", "arm command: twist (TwistStamped) | forward_command")
+        twist_topic = d("twist_topic", common.TWIST_TOPIC, "TwistStamped arm command topic")
+        forward_topic = d("forward_topic", common.FORWARD_TOPIC, "Float64MultiArray arm command topic")
+        gripper_topic = d("gripper_topic", common.GRIPPER_TOPIC, "std_msgs/Float64 gripper command topic")
+        self.frame = d("command_frame", "panda_link0", "frame_id of twist commands (robot base)")
+        control_hz = float(d("control_hz", 20.0, "watchdog / hold heartbeat rate (Hz)"))
+        max_linear = float(d("max_linear_velocity", 0.07, "|vx|, |vy|, |vz| limit (m/s)"))
+        max_yaw = float(d("max_yaw_rate", 1.0, "|yaw rate| limit (rad/s)"))
+        max_gripper = float(d("max_gripper", 255.0, "|gripper command| limit (> 0 closes)"))
+        step_linear = float(d("max_linear_step", 0.02, "largest change of vx, vy, vz per command (m/s)"))
+        step_yaw = float(d("max_yaw_step", 0.3, "largest change of the yaw rate per command (rad/s)"))
+        step_gripper = float(d("max_gripper_step", 510.0, "largest change of the gripper command per command"))
+        watchdog = float(d("watchdog_period_s", 0.1, "stop when no fresh action arrived within this (s)"))
+        max_age = float(d("max_action_age_s", 0.25, "drop actions whose source stamp is older than this (s)"))
+        armed = bool(d("start_armed", False, "start armed (true) or held until /gato/controller/rearm (false)"))
+        if self.interface not in ("twist", "forward_command"):
+            raise ValueError(f"command_interface must be twist or forward_command, got {self.interface!r}")
+
+        self.spec = specs.rgb_stacking_spec(cameras, image_size)
+        self.tokenizer = Tokenizer(self.spec)
+        low, high = self.spec.action_bounds()
+        limits = Limits.within(low, high, [max_linear] * 3 + [max_yaw, max_gripper],
+                               [step_linear] * 3 + [step_yaw, step_gripper], [True] * VELOCITY_DIMS + [False])
+        self.filter = SafetyFilter(limits, watchdog_period=watchdog, max_action_age=max_age, armed=armed)
+        self.width = self.spec.action_tokens
+        self.commands = 0
+        self.reject_log = common.RejectLog(self)
+        self.filter_log = common.RejectLog(self)  # the filter counts its own drops (diagnostics: dropped)
+        self.invalid = self.reject_log.counts  # what -> invalid messages dropped, for diagnostics
+        self.last_gripper: float | None = None
+
+        if self.interface == "twist":
+            self.arm_pub = self.create_publisher(TwistStamped, twist_topic, common.COMMAND_QOS)
+        else:
+            self.arm_pub = self.create_publisher(Float64MultiArray, forward_topic, common.COMMAND_QOS)
+        self.gripper_pub = self.create_publisher(Float64, gripper_topic, common.COMMAND_QOS)
+        self.diag = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
+        self.create_subscription(Image, common.ACTION_TOKENS_TOPIC, self.on_action_tokens, common.PIPELINE_QOS)
+        self.create_subscription(Image, common.ACTION_TOPIC, self.on_action, common.COMMAND_QOS)
+        self.create_subscription(Bool, common.HOLD_TOPIC, self.on_hold_topic, common.COMMAND_QOS)
+        self.create_service(Trigger, common.HOLD_SERVICE, self.on_hold_service)
+        self.create_service(Trigger, common.REARM_SERVICE, self.on_rearm_service)
+        self.reset_client = self.create_client(Trigger, common.POLICY_RESET_SERVICE)
+        self.create_timer(1.0 / control_hz, self.on_cycle, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(1.0, self.publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(
+            f"{self.interface} -> {twist_topic if self.interface == 'twist' else forward_topic}, gripper -> "
+            f"{gripper_topic}; limits low {limits.low} high {limits.high}, step {limits.max_step}; watchdog "
+            f"{watchdog} s; {'ARMED' if armed else 'HELD until ' + common.REARM_SERVICE}")
+
+    # -- actions -----------------------------------------------------------------------------------------
+    def _invalid(self, what: str, error: Exception) -> None:
+        self.reject_log(what, error, verb="dropped")
+
+    def on_action_tokens(self, msg: Image) -> None:
+        try:
+            ids = wire.action_tokens_array(msg.encoding, msg.height, msg.width, msg.step, msg.data, self.width)
+            action = self.tokenizer.detokenize_action(ids)
+        except ValueError as e:
+            self._invalid("action tokens", e)
+            return
+        self.apply(action, msg)
+
+    def on_action(self, msg: Image) -> None:
+        try:
+            action = wire.action_array(msg.encoding, msg.height, msg.width, msg.step, msg.data, self.width)
+        except ValueError as e:
+            self._invalid("action", e)
+            return
+        self.apply(action, msg)
+
+    def apply(self, action: np.ndarray, msg: Image) -> None:
+        decision = self.filter.filter_action(action, common.stamp_to_sec(msg.header.stamp), common.now_sec(self))
+        if decision.command is None:
+            if decision.reason in (Reason.NON_FINITE, Reason.BAD_SHAPE, Reason.TOO_OLD):
+                self.filter_log("an action", decision.reason.value, verb="dropped")
+            return
+        self.send(decision.command)
+
+    # -- hold / re-arm -----------------------------------------------------------------------------------
+    def hold(self, why: str) -> Command:
+        was = self.filter.state
+        command = self.filter.hold(common.now_sec(self))
+        self.send(command)
+        if was is not State.HELD:
+            self.get_logger().warning(f"HOLD ({why}): arm stopped, actions dropped until {common.REARM_SERVICE}")
+        self.request_policy_reset()
+        return command
+
+    def on_hold_topic(self, msg: Bool) -> None:
+        if msg.data:
+            self.hold(f"{common.HOLD_TOPIC} true")
+        # false does not re-arm: only the re-arm service does (an explicit operator action)
+
+    def on_hold_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        command = self.hold(common.HOLD_SERVICE)
+        response.success = True
+        response.message = json.dumps({"state": "held", "stamp": command.stamp})
+        return response
+
+    def on_rearm_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        now = common.now_sec(self)
+        changed = self.filter.rearm(now)
+        self.request_policy_reset()
+        self.get_logger().info("RE-ARMED: actions newer than now are executed" if changed else "re-arm: already armed")
+        response.success = True
+        response.message = json.dumps({"state": "armed", "stamp": now})
+        return response
+
+    def request_policy_reset(self) -> None:
+        if self.reset_client.service_is_ready():
+            self.reset_client.call_async(Trigger.Request())  # fire and forget: never block the control loop
+        else:
+            self.get_logger().warning(f"{common.POLICY_RESET_SERVICE} is not available: the policy keeps its history",
+                                      throttle_duration_sec=5.0)
+
+    # -- the cycle ---------------------------------------------------------------------------------------
+    def on_cycle(self) -> None:
+        was_tripped = self.filter.tripped
+        command = self.filter.tick(common.now_sec(self))
+        if command is None:
+            return
+        if command.reason is Reason.WATCHDOG and not was_tripped:
+            self.get_logger().warning(
+                f"watchdog: no fresh action within {self.filter.watchdog_period} s, commanding zero velocity "
+                f"(trip #{self.filter.trips})")
+        self.send(command)
+
+    def send(self, command: Command) -> None:
+        v = command.values
+        assert np.all(np.isfinite(v)), "non-finite command"  # the filter guarantees this
+        stamp = common.sec_to_stamp(command.stamp)
+        if self.interface == "twist":
+            msg = TwistStamped()
+            msg.header.stamp, msg.header.frame_id = stamp, self.frame
+            (msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z), (
+                msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z), _ = wire.action_to_twist(v)
+        else:
+            msg = Float64MultiArray()
+            msg.layout.dim = [MultiArrayDimension(label=",".join(wire.FORWARD_COMMAND_LABELS), size=6, stride=6)]
+            msg.data = wire.action_to_forward_command(v)
+        gripper = float(v[VELOCITY_DIMS])
+        if command.reason is Reason.ACTION or gripper != self.last_gripper:  # first: a lockstep sim steps on the arm
+            self.gripper_pub.publish(Float64(data=gripper))
+            self.last_gripper = gripper
+        self.arm_pub.publish(msg)
+        self.commands += 1
+
+    def on_exit(self) -> None:
+        """At shutdown: one last zero-velocity command, if the middleware still takes it."""
+        with contextlib.suppress(Exception):  # the context may already be shut down (SIGTERM): nothing to do
+            self.send(self.filter.hold(common.now_sec(self)))
+
+    def publish_diagnostics(self) -> None:
+        f = self.filter
+        status = DiagnosticStatus(name="gato_controller", hardware_id=self.interface)
+        status.level = DiagnosticStatus.OK if f.state is State.ARMED and not f.tripped else DiagnosticStatus.WARN
+        status.message = f.state.value + (" (watchdog: stopped)" if f.tripped and f.state is State.ARMED else "")
+        status.values = [
+            KeyValue(key="state", value=f.state.value),
+            KeyValue(key="held_since", value="" if f.held_since is None else f"{f.held_since:.9f}"),
+            KeyValue(key="watchdog_tripped", value=str(f.tripped).lower()),
+            KeyValue(key="watchdog_trips", value=str(f.trips)),
+            KeyValue(key="commands", value=str(self.commands)),
+            KeyValue(key="dropped", value=json.dumps({k.value: n for k, n in f.dropped.items()}, sort_keys=True)),
+            KeyValue(key="invalid_messages", value=json.dumps(self.invalid, sort_keys=True)),
+        ]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag.publish(msg)
+
+
+def main(args: list[str] | None = None) -> int:
+    return common.run(ControllerNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Sim node: the PyBullet RGB-stacking environment (``gato_robot.sim.env``) as a robot on ROS topics.
+
+Publishes, stamped with sim time: /clock, one sensor_msgs/Image (rgb8) per camera, /joint_states (7 arm joints
+and the two finger joints, each finger half the opening), /gato/tool_pose (PoseStamped, base frame) and
+/gato/episode_status (std_msgs/String, JSON: episode, step, stacked, success, done, triplet, sim_time).
+Takes the arm command (TwistStamped or Float64MultiArray, as the controller publishes it) and /gripper/command.
+/sim/reset (std_srvs/Trigger) starts a new episode.
+
+Stepping (``lockstep``, default true): after publishing the observation at sim time t, the node waits for the
+next arm command and then steps the environment by one control period (50 ms of sim time) with it, so a run is
+deterministic and as fast as the pipeline. A robot does not wait forever: when no command arrives within
+``lockstep_timeout_s`` (wall) it steps with zero velocity, as an arm whose command stream stopped. With
+``lockstep: false`` it steps on a wall timer at the control rate with the newest command (zero velocity when
+the newest is older than ``command_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64, Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from gato_robot.core import specs
+from gato_robot.ros import common, wire
+
+SIM_START = 1.0  # s: sim time of the first observation (a zero stamp reads as "unset" to many tools)
+
+
+class SimNode(Node):
+    def __init__(self) -> None:
+        super().__init__("gato_sim")
+        d = lambda *a: common.declare(self, *a)  # noqa: E731
+        cameras = d("cameras", list(specs.RGB_STACKING_CAMERAS[:2]), "camera names (spec order)")
+        image_size = int(d("image_size", 128, "rendered image size (pixels, square)"))
+        topics = d("camera_topics", [common.camera_topic(c) for c in cameras], "Image topic per camera")
+        self.triplet = d("triplet", "rgb_test_triplet1", "RGB-objects triplet (or a random set name)")
+        self.seed = int(d("seed", 0, "seed of the first episode; episode k uses seed + k"))
+        self.interface = d("command_interface", "twist", "arm command topic type: twist | forward_command")
+        twist_topic = d("twist_topic", common.TWIST_TOPIC, "TwistStamped arm command topic")
+        forward_topic = d("forward_topic", common.FORWARD_TOPIC, "Float64MultiArray arm command topic")
+        gripper_topic = d("gripper_topic", common.GRIPPER_TOPIC, "std_msgs/Float64 gripper command topic")
+        self.lockstep = bool(d("lockstep", True, "step when a command arrives (true) or on a wall timer"))
+        self.lockstep_timeout = float(d("lockstep_timeout_s", 0.5, "lockstep: step with zero after this (s)"))
+        self.command_timeout = float(d("command_timeout_s", 0.1, "timer mode: older commands count as zero (s)"))
+        self.control_hz = float(d("control_hz", 20.0, "control rate (Hz): the sim time step is 1/control_hz"))
+        self.episode_steps = int(d("episode_steps", 400, "steps per episode (the benchmark's 400 = 20 s)"))
+        self.max_episodes = int(d("max_episodes", 0, "stop stepping after this many episodes (0: never)"))
+        self.auto_reset = bool(d("auto_reset", True, "start the next episode when one ends"))
+        self.frame = d("base_frame", "panda_link0", "frame_id of the tool pose")
+        start_paused = bool(d("start_paused", False, "wait for /sim/reset before the first episode"))
+        if len(topics) != len(cameras):
+            raise ValueError(f"camera_topics has {len(topics)} topics for {len(cameras)} cameras")
+        if self.interface not in ("twist", "forward_command"):
+            raise ValueError(f"command_interface must be twist or forward_command, got {self.interface!r}")
+
+        from gato_robot.sim.env import RgbStackingEnv  # lazily: pybullet loads only in this node
+
+        self.env = RgbStackingEnv(triplet=self.triplet, cameras=cameras, image_size=image_size)
+        self.camera_keys = [f"{specs.CAMERA_PREFIX}{c}" for c in cameras]
+        self.dt = 1.0 / self.control_hz
+        self.t = SIM_START
+        self.episode = -1
+        self.info: dict = {}
+        self.done = False
+        self.finished = False
+        self.velocity = np.zeros(4)  # the newest arm command: vx, vy, vz, yaw rate
+        self.velocity_time = -math.inf  # wall time of the newest arm command
+        self.gripper = -255.0  # open until told otherwise
+        self.waiting_since: float | None = None  # lockstep: wall time the current observation was published
+        self.invalid_commands = 0
+
+        self.clock_pub = self.create_publisher(ClockMsg, "/clock", common.SENSOR_QOS)
+        self.image_pubs = [self.create_publisher(Image, t, common.SENSOR_QOS) for t in topics]
+        self.joint_pub = self.create_publisher(JointState, common.JOINT_STATES_TOPIC, common.SENSOR_QOS)
+        self.pose_pub = self.create_publisher(PoseStamped, common.TOOL_POSE_TOPIC, common.SENSOR_QOS)
+        self.status_pub = self.create_publisher(String, common.EPISODE_STATUS_TOPIC, common.COMMAND_QOS)
+        if self.interface == "twist":
+            self.create_subscription(TwistStamped, twist_topic, self.on_twist, common.COMMAND_QOS)
+        else:
+            self.create_subscription(Float64MultiArray, forward_topic, self.on_forward, common.COMMAND_QOS)
+        self.create_subscription(Float64, gripper_topic, self.on_gripper, common.COMMAND_QOS)
+        self.create_service(Trigger, common.SIM_RESET_SERVICE, self.on_reset)
+        wall = Clock(clock_type=ClockType.STEADY_TIME)
+        period = min(self.dt, self.lockstep_timeout / 5) if self.lockstep else self.dt
+        self.create_timer(period, self.on_timer, clock=wall)
+        self.get_logger().info(
+            f"RGB stacking ({self.triplet}, cameras {cameras} at {image_size} px) -> {list(topics)}; "
+            f"{'lockstep' if self.lockstep else 'timer'} stepping at {self.control_hz} Hz sim time")
+        if start_paused:
+            self.finished = True
+            self.get_logger().info(f"paused: call {common.SIM_RESET_SERVICE} to start the first episode")
+        else:
+            self.start_episode()
+
+    # -- commands ----------------------------------------------------------------------------------------
+    def _command(self, velocity: np.ndarray) -> None:
+        if not np.all(np.isfinite(velocity)):
+            self.invalid_commands += 1
+            self.get_logger().error("non-finite arm command refused; the arm stops", throttle_duration_sec=1.0)
+            velocity = np.zeros(4)
+        self.velocity, self.velocity_time = velocity, time.monotonic()
+        if self.lockstep and self.waiting_since is not None:
+            self.step()
+
+    def on_twist(self, msg: TwistStamped) -> None:
+        t = msg.twist
+        self._command(np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.z]))
+
+    def on_forward(self, msg: Float64MultiArray) -> None:
+        try:
+            self._command(wire.forward_command_to_velocity(msg.data))
+        except ValueError as e:
+            self.invalid_commands += 1
+            self.get_logger().error(f"refused arm command: {e}", throttle_duration_sec=1.0)
+
+    def on_gripper(self, msg: Float64) -> None:
+        if math.isfinite(msg.data):
+            self.gripper = float(msg.data)
+        else:
+            self.invalid_commands += 1
+
+    def on_timer(self) -> None:
+        if self.lockstep:
+            if self.waiting_since is not None and time.monotonic() - self.waiting_since > self.lockstep_timeout:
+                self.velocity = np.zeros(4)
+                self.step()
+        else:
+            if time.monotonic() - self.velocity_time > self.command_timeout:
+                self.velocity = np.zeros(4)
+            self.step()
+
+    # -- episodes ----------------------------------------------------------------------------------------
+    def start_episode(self) -> None:
+        if self.max_episodes and self.episode + 1 >= self.max_episodes:
+            self.finished = True
+            self.waiting_since = None
+            self.get_logger().info(f"{self.max_episodes} episode(s) done; no more stepping")
+            return
+        self.episode += 1
+        obs, self.info = self.env.reset(seed=self.seed + self.episode)
+        self.done = False
+        self.velocity = np.zeros(4)
+        self.gripper = -255.0
+        self.get_logger().info(f"episode {self.episode} (seed {self.seed + self.episode}) starts at t={self.t:.2f}")
+        self.publish(obs)
+
+    def step(self) -> None:
+        if self.finished:
+            return
+        if self.done:
+            if self.auto_reset:
+                self.t += self.dt
+                self.start_episode()
+            else:
+                self.waiting_since = None
+            return
+        action = np.array([*np.clip(self.velocity, -1e3, 1e3), self.gripper], np.float32)
+        try:
+            obs, _, terminated, truncated, self.info = self.env.step(action)
+        except ValueError as e:
+            self.invalid_commands += 1
+            self.get_logger().error(f"the environment refused the action: {e}")
+            obs, _, terminated, truncated, self.info = self.env.step(np.array([0, 0, 0, 0, self.gripper], np.float32))
+        self.t += self.dt
+        self.done = bool(terminated or truncated or self.info["step"] >= self.episode_steps)
+        if self.done:
+            self.get_logger().info(f"episode {self.episode} ends after {self.info['step']} steps: "
+                                   f"success={self.info['success']}")
+        self.publish(obs)
+
+    def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.finished = False
+        self.t += self.dt
+        self.start_episode()
+        response.success, response.message = True, json.dumps({"episode": self.episode})
+        return response
+
+    # -- publishing --------------------------------------------------------------------------------------
+    def publish(self, obs: dict) -> None:
+        stamp = common.sec_to_stamp(self.t)
+        self.clock_pub.publish(ClockMsg(clock=stamp))
+        js = JointState()
+        js.header.stamp = stamp
+        js.name = [*specs.PANDA_ARM_JOINTS, *common.FINGER_JOINTS]
+        opening, opening_velocity, _ = (float(v) for v in obs["proprio/gripper"])
+        js.position = [*map(float, obs["proprio/joint_angles"]), opening / 2, opening / 2]
+        js.velocity = [*map(float, obs["proprio/joint_velocities"]), opening_velocity / 2, opening_velocity / 2]
+        self.joint_pub.publish(js)
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = stamp, self.frame
+        x, y, z, qx, qy, qz, qw = (float(v) for v in obs["proprio/tool_pose"])
+        p, o = pose.pose.position, pose.pose.orientation
+        p.x, p.y, p.z, o.x, o.y, o.z, o.w = x, y, z, qx, qy, qz, qw
+        self.pose_pub.publish(pose)
+        for key, pub in zip(self.camera_keys, self.image_pubs):
+            pub.publish(common.rgb_image(obs[key], stamp, key[len(specs.CAMERA_PREFIX):]))
+        self.status_pub.publish(String(data=json.dumps({
+            "episode": self.episode, "step": int(self.info.get("step", 0)), "stacked": bool(self.info.get("stacked")),
+            "success": bool(self.info.get("success")), "done": self.done, "triplet": self.triplet,
+            "sim_time": round(self.t, 6), "invalid_commands": self.invalid_commands,
+        })))
+        self.waiting_since = time.monotonic() if self.lockstep else None
+
+    def on_exit(self) -> None:
+        self.env.close()
+
+
+def main(args: list[str] | None = None) -> int:
+    return common.run(SimNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The one source of truth for which nodes the stack runs, with which parameters (no rclpy, no launch imports).
+
+``launch/stack.launch.py`` (for ``ros2 launch gato_robot stack.launch.py`` on a ROS install) and the launcher
+``gato-stack`` (:mod:`gato_robot.ros.launcher`, separate processes on a machine without ``ros2 launch``) both
+call :func:`node_plan`; ``tests/test_ros_stack.py`` checks the launch file uses it and hard-codes nothing.
+
+Every node reads ``config/stack.yaml`` (sections ``/**`` for shared values and one per node name); the launch
+arguments below override a few parameters on top of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+PACKAGE = "gato_robot"
+PARAMS_BASENAME = "stack.yaml"
+COMMAND_INTERFACES = ("twist", "forward_command")
+# Parameters the launch arguments override. The parameter file keeps them in its shared ``/**`` section: ROS
+# gives a node's own section precedence over ``/**`` entries, overrides included, whatever their order.
+OVERRIDABLE = ("use_sim_time", "start_armed", "model_dir", "camera_topics", "command_interface")
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    name: str  # the ROS node name, and its section in the parameter file
+    executable: str  # console script, installed in lib/gato_robot (what launch_ros runs)
+    module: str  # the same entry point as ``python -m <module>`` (what the launcher runs)
+    sim_only: bool = False
+    lifecycle: bool = False
+
+
+NODES: tuple[NodeSpec, ...] = (
+    NodeSpec("gato_sim", "gato_sim_node", "gato_robot.ros.sim_node", sim_only=True),
+    NodeSpec("gato_tokenizer", "gato_tokenizer_node", "gato_robot.ros.tokenizer_node"),
+    NodeSpec("gato_policy", "gato_policy_node", "gato_robot.ros.policy_node", lifecycle=True),
+    NodeSpec("gato_controller", "gato_controller_node", "gato_robot.ros.controller_node"),
+)
+
+# launch argument -> (default, description). Empty defaults mean "keep the parameter file's value".
+LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "sim": ("false", "true: also run the PyBullet RGB-stacking simulator as the robot (sim time, lockstep)"),
+    "params_file": ("", f"parameter file (default: the package's config/{PARAMS_BASENAME})"),
+    "model": ("", "exported ONNX policy directory (model.onnx + manifest.json) for the policy node"),
+    "camera_topics": ("", "comma-separated sensor_msgs/Image topics, one per spec camera, in spec order"),
+    "command_interface": ("", f"arm command interface: one of {COMMAND_INTERFACES}"),
+}
+
+
+def default_params_file() -> Path:
+    """The installed share/gato_robot/config/stack.yaml on a ROS install, else this checkout's config/."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            installed = Path(get_package_share_directory(PACKAGE)) / "config" / PARAMS_BASENAME
+            if installed.is_file():
+                return installed
+        except (PackageNotFoundError, OSError):  # not installed, or no AMENT_PREFIX_PATH (pip-only machine)
+            pass
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parents[2] / "config" / PARAMS_BASENAME
+
+
+def parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("true", "1", "yes", "on"):
+        return True
+    if v in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_list(value: str | Sequence[str]) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", camera_topics: str | Sequence[str] = "",
+              command_interface: str = "") -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
+    """(node, parameter file, parameter overrides) for each node to start, in start order."""
+    sim = parse_bool(sim)
+    params = Path(params_file) if params_file else default_params_file()
+    if not params.is_file():
+        raise ValueError(f"parameter file {params} does not exist")
+    if command_interface and command_interface not in COMMAND_INTERFACES:
+        raise ValueError(f"command_interface must be one of {COMMAND_INTERFACES}, got {command_interface!r}")
+    cameras = parse_list(camera_topics)
+    plan = []
+    for node in NODES:
+        if node.sim_only and not sim:
+            continue
+        overrides: dict[str, Any] = {}
+        if sim and not node.sim_only:
+            overrides["use_sim_time"] = True  # the sim node publishes /clock and stamps with sim time
+        if sim and node.name == "gato_controller":
+            overrides["start_armed"] = True  # a simulated arm needs no operator to arm it
+        if model and node.name == "gato_policy":
+            overrides["model_dir"] = str(Path(model).expanduser().resolve())
+        if cameras and node.name in ("gato_tokenizer", "gato_sim"):
+            overrides["camera_topics"] = cameras
+        if command_interface and node.name in ("gato_tokenizer", "gato_controller", "gato_sim"):
+            overrides["command_interface"] = command_interface
+        plan.append((node, params, overrides))
+    return plan
+
+
+def _yaml_value(value: Any) -> str:
+    """A parameter value as the YAML that ``--ros-args -p name:=value`` parses back to the same type."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def ros_arguments(node: NodeSpec, params_file: Path, overrides: Mapping[str, Any]) -> list[str]:
+    """``--ros-args`` for a node process: its name, the parameter file, then the overrides (later wins)."""
+    args = ["--ros-args", "-r", f"__node:={node.name}", "--params-file", str(params_file)]
+    for key, value in overrides.items():
+        args += ["-p", f"{key}:={_yaml_value(value)}"]
+    return args

@@ -1,0 +1,246 @@
+"""Test and benchmark harness for the ROS stack: real node processes on a private ROS domain, and a probe node.
+
+Nothing here is a mock: nodes run as separate processes (the stack's own command lines), talk over real DDS,
+and the probe is an ordinary rclpy node in the test process, in its own context on the same domain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+import yaml
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+from gato_robot.ros import common
+from gato_robot.ros.stack import NODES, NodeSpec, default_params_file, ros_arguments
+
+DOMAINS = range(1, 101)
+
+
+def domain_for(name: str) -> int:
+    """A ROS_DOMAIN_ID in 1..100 from a test's name and this process id (parallel runs rarely collide)."""
+    return DOMAINS[(zlib.crc32(name.encode()) + os.getpid()) % len(DOMAINS)]
+
+
+def ros_env(domain: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1",
+               RCUTILS_LOGGING_BUFFERED_STREAM="0", OMP_NUM_THREADS="1")
+    return env
+
+
+def node_spec(name: str) -> NodeSpec:
+    return next(n for n in NODES if n.name == name)
+
+
+def write_params(path: Path, changes: Mapping[str, Mapping[str, Any]]) -> Path:
+    """The stack's parameter file with ``{section: {name: value}}`` changed (sections: node names or '/**')."""
+    data = yaml.safe_load(default_params_file().read_text())
+    for section, values in changes.items():
+        data.setdefault(section, {}).setdefault("ros__parameters", {}).update(values)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+class NodeProcess:
+    """One node as a subprocess (``python -m module --ros-args ...``), output to a log file."""
+
+    def __init__(self, name: str, domain: int, log_dir: Path, params_file: Path,
+                 overrides: Mapping[str, Any] | None = None) -> None:
+        spec = node_spec(name)
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.cmd = [sys.executable, "-m", spec.module, *ros_arguments(spec, params_file, dict(overrides or {}))]
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=ros_env(domain),
+                                     start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGINT, then SIGKILL after ``timeout``; always reaped."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Probe:
+    """An rclpy node in its own context on ``domain``, spun by a background thread.
+
+    ``record(topic, type, qos)`` keeps (receipt time, message) pairs; ``wait_for`` polls a predicate.
+    """
+
+    def __init__(self, domain: int, name: str = "gato_test_probe") -> None:
+        # discovery range comes from this process's environment (tests set ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST)
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = Node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.lock = threading.Lock()
+        self.messages: dict[str, list[tuple[float, Any]]] = {}
+        self.subscriptions: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.context.ok():
+            with contextlib.suppress(Exception):
+                self.executor.spin_once(timeout_sec=0.02)
+
+    def record(self, topic: str, msg_type: Any, qos: Any = common.COMMAND_QOS) -> list[tuple[float, Any]]:
+        store = self.messages.setdefault(topic, [])
+
+        def keep(msg: Any) -> None:
+            with self.lock:
+                store.append((time.monotonic(), msg))
+
+        self.subscriptions[topic] = self.node.create_subscription(msg_type, topic, keep, qos)
+        return store
+
+    def wait_matched(self, topics: list[str], timeout: float = 60.0) -> None:
+        """Until each recorded topic's subscription is matched with a publisher (graph discovery alone is not
+        enough: a reliable reader that is not matched yet misses the first messages)."""
+        self.wait_for(lambda: all(self.subscriptions[t].get_publisher_count() >= 1 for t in topics), timeout,
+                      f"matched publishers on {topics}")
+
+    def received(self, topic: str) -> list[tuple[float, Any]]:
+        with self.lock:
+            return list(self.messages.get(topic, []))
+
+    def publisher(self, topic: str, msg_type: Any, qos: Any = common.COMMAND_QOS) -> Any:
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def call(self, service: str, srv_type: Any, timeout: float = 10.0) -> Any:
+        client = self.node.create_client(srv_type, service)
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {service} not available within {timeout} s")
+        future = client.call_async(srv_type.Request())
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service {service} did not answer within {timeout} s")
+            time.sleep(0.01)
+        return future.result()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(0.02)
+
+    def wait_subscribers(self, publisher: Any, count: int = 1, timeout: float = 20.0) -> None:
+        self.wait_for(lambda: publisher.get_subscription_count() >= count, timeout,
+                      f"{count} subscriber(s) on {publisher.topic_name}")
+
+    def now(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.executor.shutdown(timeout_sec=1)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+@contextlib.contextmanager
+def running(nodes: list[NodeProcess]) -> Iterator[list[NodeProcess]]:
+    try:
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+# -- fake sensors for the tokenizer -------------------------------------------------------------------------
+class FakeRobotSensors:
+    """Publishes what a robot's drivers publish (cameras, joint states, tool pose) with one stamp per set."""
+
+    def __init__(self, probe: Probe, cameras: list[str], size: int = 128, seed: int = 0) -> None:
+        from geometry_msgs.msg import PoseStamped
+        from sensor_msgs.msg import Image, JointState
+
+        self.probe = probe
+        self.Image, self.JointState, self.PoseStamped = Image, JointState, PoseStamped
+        self.cameras = {c: probe.publisher(common.camera_topic(c), Image, common.SENSOR_QOS) for c in cameras}
+        self.joints = probe.publisher(common.JOINT_STATES_TOPIC, JointState, common.SENSOR_QOS)
+        self.pose = probe.publisher(common.TOOL_POSE_TOPIC, PoseStamped, common.SENSOR_QOS)
+        rng = np.random.default_rng(seed)
+        self.images = {c: rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for c in cameras}
+
+    def publish(self, stamp: float, cameras: list[str] | None = None, joints: bool = True) -> None:
+        from gato_robot.core.specs import PANDA_ARM_JOINTS
+
+        t = common.sec_to_stamp(stamp)
+        if joints:
+            js = self.JointState()
+            js.header.stamp = t
+            js.name = [*PANDA_ARM_JOINTS, *common.FINGER_JOINTS]
+            js.position = [0.1 * i for i in range(7)] + [0.02, 0.02]
+            js.velocity = [0.0] * 9
+            self.joints.publish(js)
+            pose = self.PoseStamped()
+            pose.header.stamp = t
+            pose.pose.position.x, pose.pose.position.z, pose.pose.orientation.w = 0.6, 0.3, 1.0
+            self.pose.publish(pose)
+        for c in (self.cameras if cameras is None else cameras):
+            self.cameras[c].publish(common.rgb_image(self.images[c], t, c))
+
+
+# -- a tiny exported policy ---------------------------------------------------------------------------------
+def export_tiny_policy(root: Path, context: int = 512, seed: int = 0) -> Path:
+    """A random-weight ``tiny`` Gato for the RGB-stacking spec, exported to ONNX (reused when already there)."""
+    out = root / "policy"
+    if (out / "manifest.json").is_file():
+        return out
+    import torch  # lazily: only the export needs torch
+
+    from gato_robot.core.specs import rgb_stacking_spec
+    from gato_robot.core.tokenizer import Tokenizer
+    from gato_robot.model.checkpoint import save_checkpoint
+    from gato_robot.model.config import preset
+    from gato_robot.model.export import export_onnx
+    from gato_robot.model.gato import Gato
+
+    torch.manual_seed(seed)
+    spec = rgb_stacking_spec(2)
+    model = Gato(preset("tiny", context=context)).eval()
+    save_checkpoint(root / "checkpoint", model, spec, Tokenizer(spec).settings)
+    export_onnx(root / "checkpoint", out, parity_steps=2)
+    return out

@@ -1,0 +1,204 @@
+"""Tokenizer node: cameras + joint states + tool pose -> synchronised, tokenized observation rows.
+
+Inputs (sensor-data QoS): one sensor_msgs/Image per spec camera (rgb8, bgr8, rgba8, bgra8, mono8; any size,
+resized to the spec), /joint_states (by name), /gato/tool_pose (geometry_msgs/PoseStamped). The previous action
+comes from the controller's last arm and gripper commands (reliable). Output: /gato/observation (32FC1 rows,
+reliable, keep last 1), header.stamp = the set's newest camera stamp, frame_id = the spec name.
+
+Decisions live in pure code: synchronisation and staleness in ``gato_robot.core.sync``, decoding in
+``gato_robot.ros.wire``, tokenization in ``gato_robot.core.tokenizer``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64, Float64MultiArray
+
+from gato_robot.core import specs
+from gato_robot.core.sync import ApproximateSync, Status
+from gato_robot.core.tokenizer import Tokenizer
+from gato_robot.ros import common, wire
+
+JOINTS, POSE = "joint_states", "tool_pose"
+
+
+class TokenizerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("gato_tokenizer")
+        d = lambda *a: common.declare(self, *a)  # noqa: E731
+        cameras = d("cameras", list(specs.RGB_STACKING_CAMERAS[:2]), "spec camera names, in spec order")
+        image_size = d("image_size", 128, "spec image size (pixels, square)")
+        topics = d("camera_topics", [common.camera_topic(c) for c in cameras],
+                   "sensor_msgs/Image topic per camera, in the order of 'cameras'")
+        self.control_hz = float(d("control_hz", 20.0, "control rate: at most one observation per 1/control_hz"))
+        slop = float(d("slop_s", 0.025, "largest stamp distance of any input from the newest camera stamp (s)"))
+        max_age = float(d("max_age_s", 0.15, "an input older than this (node clock - stamp) stops publishing (s)"))
+        self.interface = d("command_interface", "twist", "arm command topic type: twist | forward_command")
+        joint_topic = d("joint_states_topic", common.JOINT_STATES_TOPIC, "sensor_msgs/JointState topic")
+        pose_topic = d("tool_pose_topic", common.TOOL_POSE_TOPIC, "geometry_msgs/PoseStamped tool pose topic")
+        twist_topic = d("twist_topic", common.TWIST_TOPIC, "TwistStamped arm command topic (previous action)")
+        forward_topic = d("forward_topic", common.FORWARD_TOPIC, "Float64MultiArray arm command topic")
+        gripper_topic = d("gripper_topic", common.GRIPPER_TOPIC, "std_msgs/Float64 gripper command topic")
+        self.arm_joints = tuple(d("arm_joints", list(specs.PANDA_ARM_JOINTS), "arm joint names, in spec order"))
+        self.finger_joints = tuple(d("finger_joints", list(common.FINGER_JOINTS),
+                                     "finger joint names; their positions sum to the gripper opening"))
+        if len(topics) != len(cameras):
+            raise ValueError(f"camera_topics has {len(topics)} topics for {len(cameras)} cameras {cameras}")
+        if self.interface not in ("twist", "forward_command"):
+            raise ValueError(f"command_interface must be twist or forward_command, got {self.interface!r}")
+        if len(self.arm_joints) != 7:
+            raise ValueError(f"arm_joints must name the 7 arm joints of the spec, got {self.arm_joints}")
+
+        self.spec = specs.rgb_stacking_spec(cameras, image_size)
+        self.tokenizer = Tokenizer(self.spec)
+        self.camera_keys = [f"{specs.CAMERA_PREFIX}{c}" for c in cameras]
+        self.sync = ApproximateSync([*self.camera_keys, JOINTS, POSE], self.camera_keys, slop=slop,
+                                    max_age=max_age, min_interval=0.9 / self.control_hz)
+        self.previous_velocity = np.zeros(4)  # vx, vy, vz, yaw rate of the last arm command
+        self.previous_gripper = 0.0
+        self.published = 0
+        self.latency_ms: collections.deque[float] = collections.deque(maxlen=1000)  # tokenize + publish
+        self.reject_log = common.RejectLog(self)
+        self.rejected = self.reject_log.counts  # what -> messages rejected, for diagnostics
+        self._last_status: tuple[Status, str] | None = None
+
+        self.pub = self.create_publisher(Image, common.OBSERVATION_TOPIC, common.PIPELINE_QOS)
+        self.diag = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
+        for key, topic in zip(self.camera_keys, topics):
+            self.create_subscription(Image, topic, lambda m, k=key: self.on_camera(k, m), common.SENSOR_QOS)
+        self.create_subscription(JointState, joint_topic, self.on_joints, common.SENSOR_QOS)
+        self.create_subscription(PoseStamped, pose_topic, self.on_pose, common.SENSOR_QOS)
+        if self.interface == "twist":
+            self.create_subscription(TwistStamped, twist_topic, self.on_twist, common.COMMAND_QOS)
+        else:
+            self.create_subscription(Float64MultiArray, forward_topic, self.on_forward, common.COMMAND_QOS)
+        self.create_subscription(Float64, gripper_topic, self.on_gripper, common.COMMAND_QOS)
+        self.create_timer(1.0, self.publish_diagnostics)
+        self.get_logger().info(
+            f"spec {self.spec.name}: cameras {dict(zip(cameras, topics))}, joints {joint_topic}, pose {pose_topic}; "
+            f"slop {slop} s, max age {max_age} s, at most {self.control_hz} Hz -> {common.OBSERVATION_TOPIC}")
+
+    # -- inputs ------------------------------------------------------------------------------------------
+    def _reject(self, what: str, error: Exception) -> None:
+        self.reject_log(what, error)
+
+    def on_camera(self, key: str, msg: Image) -> None:
+        try:
+            img = common.image_rgb(msg)
+            self.sync.add(key, common.stamp_to_sec(msg.header.stamp), img)
+        except ValueError as e:
+            self._reject(f"image on {key}", e)
+            return
+        self.try_publish()
+
+    def on_joints(self, msg: JointState) -> None:
+        try:
+            q = wire.joint_vector(msg.name, msg.position, self.arm_joints, "position")
+            if len(msg.velocity) == 0:
+                raise ValueError("joint_states carries no velocities (the spec needs them)")
+            dq = wire.joint_vector(msg.name, msg.velocity, self.arm_joints, "velocity")
+            fq = wire.joint_vector(msg.name, msg.position, self.finger_joints, "position")
+            fdq = wire.joint_vector(msg.name, msg.velocity, self.finger_joints, "velocity")
+            self.sync.add(JOINTS, common.stamp_to_sec(msg.header.stamp), (q, dq, fq, fdq))
+        except ValueError as e:
+            self._reject("joint_states", e)
+            return
+        self.try_publish()
+
+    def on_pose(self, msg: PoseStamped) -> None:
+        p, o = msg.pose.position, msg.pose.orientation
+        pose = np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w], np.float64)
+        try:
+            if not np.all(np.isfinite(pose)):
+                raise ValueError("non-finite tool pose")
+            if abs(np.linalg.norm(pose[3:]) - 1.0) > 1e-3:
+                raise ValueError(f"tool orientation is not a unit quaternion (norm {np.linalg.norm(pose[3:]):.4f})")
+            self.sync.add(POSE, common.stamp_to_sec(msg.header.stamp), pose)
+        except ValueError as e:
+            self._reject("tool_pose", e)
+            return
+        self.try_publish()
+
+    def on_twist(self, msg: TwistStamped) -> None:
+        t = msg.twist
+        v = np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.z])
+        if np.all(np.isfinite(v)):
+            self.previous_velocity = v
+
+    def on_forward(self, msg: Float64MultiArray) -> None:
+        try:
+            v = wire.forward_command_to_velocity(msg.data)
+        except ValueError as e:
+            self._reject("forward command", e)
+            return
+        if np.all(np.isfinite(v)):
+            self.previous_velocity = v
+
+    def on_gripper(self, msg: Float64) -> None:
+        if np.isfinite(msg.data):
+            self.previous_gripper = float(msg.data)
+
+    # -- output ------------------------------------------------------------------------------------------
+    def try_publish(self) -> None:
+        outcome = self.sync.poll(common.now_sec(self))
+        if outcome.status is Status.STALE:
+            self.rejected["stale"] = self.rejected.get("stale", 0) + 1
+        if outcome.status is Status.STALE:
+            if self._last_status is None:  # one line when publishing stops, one when it resumes
+                self.get_logger().warning(f"stale inputs, not publishing observations: {outcome.reason}")
+            self._last_status = (outcome.status, outcome.reason)
+            return
+        if outcome.status is not Status.SET:
+            return  # waiting for a partner message (normal between arrivals) or nothing new
+        if self._last_status is not None:
+            self.get_logger().info("inputs fresh and synchronised again: publishing observations")
+            self._last_status = None
+        t0 = time.perf_counter()
+        items = outcome.items
+        q, dq, fq, fdq = items[JOINTS]
+        obs = {key: items[key] for key in self.camera_keys}
+        obs["proprio/joint_angles"] = q
+        obs["proprio/joint_velocities"] = dq
+        obs["proprio/tool_pose"] = items[POSE]
+        obs["proprio/gripper"] = wire.gripper_state(fq, fdq, closing=self.previous_gripper > 0)
+        obs["proprio/previous_action"] = np.array([*self.previous_velocity, self.previous_gripper])
+        try:
+            rows = wire.encode_observation_rows(self.tokenizer.tokenize_observation(obs))
+        except ValueError as e:
+            self._reject("observation", e)
+            return
+        self.pub.publish(common.array_image(rows, wire.OBSERVATION_ENCODING, common.sec_to_stamp(outcome.stamp),
+                                            self.spec.name))
+        self.published += 1
+        self.latency_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name="gato_tokenizer", hardware_id=self.spec.name, message="ok")
+        status.level = DiagnosticStatus.OK if self._last_status is None else DiagnosticStatus.WARN
+        if self._last_status is not None:
+            status.message = f"not publishing: {self._last_status[0].value}"
+        lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
+        status.values = [KeyValue(key="published", value=str(self.published)),
+                         KeyValue(key="tokenize_publish_p50_ms", value=f"{np.percentile(lat, 50):.3f}"),
+                         KeyValue(key="tokenize_publish_p99_ms", value=f"{np.percentile(lat, 99):.3f}"),
+                         KeyValue(key="rejected", value=json.dumps(self.rejected, sort_keys=True))]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag.publish(msg)
+
+
+def main(args: list[str] | None = None) -> int:
+    return common.run(TokenizerNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The array layouts of the ROS topic contract, as pure numpy functions (no rclpy: tested without ROS).
+
+Every decoder raises ``ValueError`` with a message that says what was wrong, for the node's log line; the
+nodes turn ROS messages into the plain arguments these functions take (``gato_robot.ros.messages``).
+
+Observation rows (``/gato/observation``, sensor_msgs/Image, encoding 32FC1, one row per token)::
+
+    column  0      1     2          3       4       5       6       7 .. 774
+            token  kind  local_pos  row_lo  row_hi  col_lo  col_hi  768 patch values (16x16x3, row-major)
+
+``kind`` is ``gato_robot.core.vocab.TokenKind``; the row/column intervals and patch values are zero on rows
+that are not image patches. Ids below 2^24 are exact in float32 (the vocabulary has 33025).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from gato_robot.core import vocab
+from gato_robot.core.sequence import TokenBlock
+
+# -- observation rows ---------------------------------------------------------------------------------------
+COL_TOKEN, COL_KIND, COL_LOCAL_POS, COL_ROW_LO, COL_ROW_HI, COL_COL_LO, COL_COL_HI = range(7)
+PATCH_COL = 7
+ROW_WIDTH = PATCH_COL + vocab.PATCH_PIXELS  # 775
+OBSERVATION_ENCODING = "32FC1"
+ACTION_TOKENS_ENCODING = "32SC1"
+ACTION_ENCODING = "32FC1"
+MAX_ROWS = vocab.MAX_TOKENS_PER_TIMESTEP  # one timestep's tokens at most
+_EXACT_FLOAT32 = 1 << 24
+
+
+def encode_observation_rows(block: TokenBlock) -> np.ndarray:
+    """A tokenized observation (one timestep, ending with the separator) as a (N, 775) float32 array."""
+    n = len(block)
+    if n == 0 or n > MAX_ROWS:
+        raise ValueError(f"an observation block has 1..{MAX_ROWS} tokens, got {n}")
+    rows = np.zeros((n, ROW_WIDTH), np.float32)
+    rows[:, COL_TOKEN] = block.tokens
+    rows[:, COL_KIND] = block.kinds
+    rows[:, COL_LOCAL_POS] = block.local_pos
+    img = np.flatnonzero(block.kinds == vocab.TokenKind.IMAGE)
+    if img.shape[0] != block.num_patches:
+        raise ValueError(f"block has {img.shape[0]} image tokens but {block.num_patches} patches")
+    rows[img, COL_ROW_LO:COL_ROW_HI + 1] = block.patch_rows
+    rows[img, COL_COL_LO:COL_COL_HI + 1] = block.patch_cols
+    rows[img, PATCH_COL:] = block.patches.reshape(block.num_patches, vocab.PATCH_PIXELS)
+    return rows
+
+
+def decode_observation_rows(rows: np.ndarray) -> TokenBlock:
+    """The inverse of :func:`encode_observation_rows`, validating everything a policy relies on."""
+    rows = np.asarray(rows)
+    if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != ROW_WIDTH:
+        raise ValueError(f"observation rows must be float32 (N, {ROW_WIDTH}), got {rows.dtype} {rows.shape}")
+    n = rows.shape[0]
+    if not 1 <= n <= MAX_ROWS:
+        raise ValueError(f"an observation has 1..{MAX_ROWS} token rows, got {n}")
+    head = rows[:, :PATCH_COL]
+    if not np.all(np.isfinite(head)) or np.any(head != np.round(head)) or np.any(head < 0):
+        raise ValueError("observation rows: token, kind, position and interval columns must be whole numbers >= 0")
+    tokens = head[:, COL_TOKEN].astype(np.int64)
+    kinds = head[:, COL_KIND].astype(np.int64)
+    local_pos = head[:, COL_LOCAL_POS].astype(np.int64)
+    if np.any(tokens >= vocab.VOCAB_SIZE):
+        raise ValueError(f"observation rows: token ids must be < {vocab.VOCAB_SIZE}")
+    valid_kinds = {int(k) for k in vocab.TokenKind}
+    if not set(np.unique(kinds).tolist()) <= valid_kinds:
+        raise ValueError(f"observation rows: unknown token kinds {sorted(set(kinds.tolist()) - valid_kinds)}")
+    if np.any(local_pos >= vocab.MAX_TOKENS_PER_TIMESTEP):
+        raise ValueError(f"observation rows: local positions must be < {vocab.MAX_TOKENS_PER_TIMESTEP}")
+    if tokens[-1] != vocab.SEPARATOR or kinds[-1] != vocab.TokenKind.SEPARATOR:
+        raise ValueError("observation rows: the last row must be the separator '|'")
+    img = np.flatnonzero(kinds == vocab.TokenKind.IMAGE)
+    intervals = head[img, COL_ROW_LO:COL_COL_HI + 1].astype(np.int64)
+    lo, hi = intervals[:, 0::2], intervals[:, 1::2]
+    if np.any(hi <= lo) or np.any(hi > vocab.PATCH_POSITION_BINS):
+        raise ValueError(f"observation rows: patch intervals must satisfy 0 <= lo < hi <= {vocab.PATCH_POSITION_BINS}")
+    patches = rows[img, PATCH_COL:]
+    if not np.all(np.isfinite(patches)) or np.any(np.abs(patches) > 1.0 / vocab.PATCH_SCALE + 1e-6):
+        raise ValueError(f"observation rows: patch values must be finite, within +-{1.0 / vocab.PATCH_SCALE}")
+    p = vocab.PATCH_SIZE
+    return TokenBlock(
+        tokens=tokens, kinds=kinds.astype(np.uint8), local_pos=local_pos, loss_mask=np.zeros(n, bool),
+        timestep=np.zeros(n, np.int64), patches=np.ascontiguousarray(patches).reshape(-1, p, p, 3),
+        patch_rows=intervals[:, 0:2].copy(), patch_cols=intervals[:, 2:4].copy(),
+    )
+
+
+# -- images -------------------------------------------------------------------------------------------------
+# encoding -> (channels, channel order to RGB); mono is replicated to three channels.
+IMAGE_ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
+    "rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)), "bgra8": (4, (2, 1, 0)),
+    "mono8": (1, (0, 0, 0)),
+}
+MAX_IMAGE_SIDE = 4096  # larger images are refused (a 10^6-element garbage message never reaches a resize)
+
+
+def decode_image(encoding: str, height: int, width: int, step: int, data: bytes | memoryview | np.ndarray) -> np.ndarray:
+    """A sensor_msgs/Image's fields to an (H, W, 3) uint8 RGB array (a view where no conversion is needed)."""
+    if encoding not in IMAGE_ENCODINGS:
+        raise ValueError(f"image encoding {encoding!r} is not supported; use one of {sorted(IMAGE_ENCODINGS)}")
+    channels, order = IMAGE_ENCODINGS[encoding]
+    if not (0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
+        raise ValueError(f"image size {width}x{height} is outside 1..{MAX_IMAGE_SIDE} pixels per side")
+    if step < width * channels:
+        raise ValueError(f"image step {step} is smaller than width * channels = {width * channels}")
+    buf = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+    if buf.shape[0] != step * height:
+        raise ValueError(f"image data has {buf.shape[0]} bytes, expected step * height = {step * height}")
+    img = buf.reshape(height, step)[:, : width * channels].reshape(height, width, channels)
+    if order == (0, 1, 2) and channels == 3:
+        return img
+    return np.ascontiguousarray(img[:, :, list(order)])
+
+
+def encode_image_rgb8(image: np.ndarray) -> tuple[int, int, int, bytes]:
+    """(height, width, step, data) of an (H, W, 3) uint8 image as rgb8."""
+    img = np.ascontiguousarray(image, dtype=np.uint8)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {img.shape}")
+    return img.shape[0], img.shape[1], img.shape[1] * 3, img.tobytes()
+
+
+# -- joint states -------------------------------------------------------------------------------------------
+def joint_vector(names: Sequence[str], values: Sequence[float] | np.ndarray, wanted: Sequence[str],
+                 what: str = "position") -> np.ndarray:
+    """Pick ``wanted`` joints by name from a JointState's parallel arrays (any order; extra joints ignored)."""
+    names = list(names)
+    values = np.asarray(values, np.float64)
+    if values.shape != (len(names),):
+        raise ValueError(f"joint_states: {len(names)} names but {values.shape[0] if values.ndim else 0} {what} values")
+    if len(set(names)) != len(names):
+        raise ValueError("joint_states: duplicate joint names")
+    index = {n: i for i, n in enumerate(names)}
+    missing = [n for n in wanted if n not in index]
+    if missing:
+        raise ValueError(f"joint_states lacks joints {missing} (it has {names[:10]}{'...' if len(names) > 10 else ''})")
+    out = values[[index[n] for n in wanted]]
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"joint_states: non-finite {what} values for {list(wanted)}")
+    return out
+
+
+# The RGB-stacking gripper state (opening, opening velocity, grasp) from two finger joints. A real parallel
+# gripper reports a grasp when its fingers stop while closing before they are closed (Robotiq's object
+# detection works this way); the simulator's own flag is contact-based, so the two can differ while fingers move.
+GRASP_MIN_OPENING = 0.002  # m: below this, the fingers closed on nothing (as sim/env.py)
+GRASP_MAX_SPEED = 0.005  # m/s: fingers slower than this have stopped
+
+
+def gripper_state(finger_positions: np.ndarray, finger_velocities: np.ndarray, closing: bool) -> np.ndarray:
+    opening = float(np.sum(finger_positions))
+    speed = float(np.sum(finger_velocities))
+    grasp = closing and opening > GRASP_MIN_OPENING and abs(speed) < GRASP_MAX_SPEED
+    return np.array([opening, speed, 1.0 if grasp else 0.0], np.float64)
+
+
+# -- commands -----------------------------------------------------------------------------------------------
+# The RGB-stacking action (vx, vy, vz, yaw rate, gripper) and its two arm command layouts.
+FORWARD_COMMAND_LABELS = ("vx", "vy", "vz", "wx", "wy", "wz")  # Float64MultiArray layout: a Cartesian twist
+
+
+def action_to_twist(action: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float], float]:
+    """((vx, vy, vz), (wx, wy, wz), gripper) of a 5-D RGB-stacking action."""
+    a = np.asarray(action, np.float64)
+    return (float(a[0]), float(a[1]), float(a[2])), (0.0, 0.0, float(a[3])), float(a[4])
+
+
+def action_to_forward_command(action: np.ndarray) -> list[float]:
+    """The Float64MultiArray data for a forward command controller over a Cartesian velocity interface."""
+    (vx, vy, vz), (wx, wy, wz), _ = action_to_twist(action)
+    return [vx, vy, vz, wx, wy, wz]
+
+
+def forward_command_to_velocity(data: Sequence[float]) -> np.ndarray:
+    """(vx, vy, vz, yaw rate) from a forward command's data (6 values, :data:`FORWARD_COMMAND_LABELS`)."""
+    d = np.asarray(data, np.float64)
+    if d.shape != (len(FORWARD_COMMAND_LABELS),):
+        raise ValueError(f"forward command must have {len(FORWARD_COMMAND_LABELS)} values "
+                         f"{FORWARD_COMMAND_LABELS}, got {d.shape[0] if d.ndim else 0}")
+    return d[[0, 1, 2, 5]]
+
+
+def action_tokens_array(encoding: str, height: int, width: int, step: int, data: bytes | memoryview,
+                        expected: int) -> np.ndarray:
+    """The int64 ids of an action-tokens message (32SC1, 1 x A)."""
+    if encoding != ACTION_TOKENS_ENCODING or height != 1 or width != expected or step != 4 * expected:
+        raise ValueError(f"action tokens must be {ACTION_TOKENS_ENCODING} 1x{expected} (step {4 * expected}), got "
+                         f"{encoding!r} {height}x{width} step {step}")
+    buf = np.frombuffer(data, np.int32) if len(data) == 4 * expected else None
+    if buf is None:
+        raise ValueError(f"action tokens carry {len(data)} bytes, expected {4 * expected}")
+    return buf.astype(np.int64)
+
+
+def action_array(encoding: str, height: int, width: int, step: int, data: bytes | memoryview,
+                 expected: int) -> np.ndarray:
+    """The float64 values of a continuous-action message (32FC1, 1 x A, physical units); may be non-finite."""
+    if encoding != ACTION_ENCODING or height != 1 or width != expected or step != 4 * expected:
+        raise ValueError(f"actions must be {ACTION_ENCODING} 1x{expected} (step {4 * expected}), got "
+                         f"{encoding!r} {height}x{width} step {step}")
+    if len(data) != 4 * expected:
+        raise ValueError(f"action carries {len(data)} bytes, expected {4 * expected}")
+    return np.frombuffer(data, np.float32).astype(np.float64)

@@ -1,0 +1,340 @@
+"""Safety scenarios 1-6 of shared/reference/safety.md against the real tokenizer, policy and controller nodes
+(separate processes, real DDS, a tiny exported ONNX policy), each with the number that proves it.
+
+Timing figures (e.g. the watchdog delay) are printed, never asserted: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import types
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+pytest.importorskip("onnxruntime")
+
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64
+from std_srvs.srv import Trigger
+
+from gato_robot.core.specs import PANDA_ARM_JOINTS, RGB_STACKING_CAMERAS
+from gato_robot.ros import common, testing
+
+pytestmark = pytest.mark.ros
+CAMERAS = list(RGB_STACKING_CAMERAS[:2])
+LIMIT = np.array([0.07, 0.07, 0.07, 1.0])
+STEP = np.array([0.02, 0.02, 0.02, 0.3])
+DEEP = common.QoSProfile(depth=2000, reliability=common.ReliabilityPolicy.RELIABLE)
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory):
+    pytest.importorskip("torch")
+    return testing.export_tiny_policy(tmp_path_factory.getbasetemp() / "tiny_policy")
+
+
+@pytest.fixture
+def ros(request, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # for the probe in this process
+    domain = testing.domain_for(request.node.nodeid)
+    params = testing.write_params(tmp_path / "stack.yaml", {"gato_policy": {"providers": "cpu",
+                                                                            "intra_op_threads": 1}})
+    probe = testing.Probe(domain)
+    procs: list[testing.NodeProcess] = []
+
+    def start(name: str, **overrides) -> testing.NodeProcess:
+        procs.append(testing.NodeProcess(name, domain, tmp_path, params, overrides))
+        return procs[-1]
+
+    for topic, kind in ((common.TWIST_TOPIC, TwistStamped), (common.GRIPPER_TOPIC, Float64),
+                        (common.OBSERVATION_TOPIC, Image), (common.ACTION_TOKENS_TOPIC, Image),
+                        ("/diagnostics", DiagnosticArray)):
+        probe.record(topic, kind, DEEP)
+    try:
+        yield types.SimpleNamespace(probe=probe, start=start, procs=procs)
+    finally:
+        for p in procs:
+            p.stop()
+        probe.close()
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+def stamp(msg) -> float:
+    return common.stamp_to_sec(msg.header.stamp)
+
+
+def twists(probe, after: float = -np.inf):
+    """(receipt time, header stamp, [vx, vy, vz, wz]) of the arm commands received after ``after`` (receipt)."""
+    return [(t, stamp(m), np.array([m.twist.linear.x, m.twist.linear.y, m.twist.linear.z, m.twist.angular.z]))
+            for t, m in probe.received(common.TWIST_TOPIC) if t > after]
+
+
+def moving(v: np.ndarray) -> bool:
+    return bool(np.any(v != 0))
+
+
+def diagnostics(probe, name: str, after: float = -np.inf) -> dict[str, str]:
+    """The newest diagnostic values of node ``name`` received after ``after`` (monotonic receipt time)."""
+    for t, m in reversed(probe.received("/diagnostics")):
+        if t <= after:
+            break
+        for s in m.status:
+            if s.name == name:
+                return {kv.key: kv.value for kv in s.values}
+    return {}
+
+
+def drive(probe, sensors, seconds: float, cameras=None, until=None, rate: float = 20.0) -> float:
+    """Publish sensor sets at ``rate`` for ``seconds`` (or until ``until()``); returns the last stamp."""
+    end = time.monotonic() + seconds
+    last = 0.0
+    while time.monotonic() < end:
+        last = probe.now()
+        sensors.publish(last, cameras=cameras)
+        if until is not None and until():
+            return last
+        time.sleep(1.0 / rate)
+    if until is not None:
+        raise TimeoutError(f"condition not met within {seconds} s")
+    return last
+
+
+def start_chain(ros, tiny_policy):
+    for name in ("gato_tokenizer", "gato_controller"):
+        ros.start(name, start_armed=True) if name == "gato_controller" else ros.start(name)
+    policy = ros.start("gato_policy", model_dir=str(tiny_policy))
+    sensors = testing.FakeRobotSensors(ros.probe, CAMERAS)
+    ros.probe.wait_matched([common.TWIST_TOPIC, common.OBSERVATION_TOPIC, common.ACTION_TOKENS_TOPIC], 90)
+    for pub in sensors.cameras.values():
+        ros.probe.wait_subscribers(pub)
+    drive(ros.probe, sensors, 90, until=lambda: any(moving(v) for _, _, v in twists(ros.probe)))
+    return sensors, policy
+
+
+def assert_alive(ros):
+    for p in ros.procs:
+        assert p.alive(), f"{p.name} died:\n{p.log()[-2000:]}"
+
+
+# -- scenario 1 ---------------------------------------------------------------------------------------------
+def test_1_stale_camera_forwards_no_action(ros, tiny_policy):
+    sensors, _ = start_chain(ros, tiny_policy)
+    probe = ros.probe
+    t_stop = drive(probe, sensors, 0.5)  # the last stamp at which both cameras published
+    drive(probe, sensors, 1.5, cameras=CAMERAS[:1])  # the right camera stops, joints and the left camera go on
+    time.sleep(0.3)
+    obs_after = [m for _, m in probe.received(common.OBSERVATION_TOPIC) if stamp(m) > t_stop]
+    actions_after = [m for _, m in probe.received(common.ACTION_TOKENS_TOPIC) if stamp(m) > t_stop]
+    commands = twists(probe)
+    last_motion = max(i for i, (_, _, v) in enumerate(commands) if moving(v))
+    print(f"\nscenario 1: observations after the camera stopped: {len(obs_after)}, actions: {len(actions_after)}, "
+          f"commands after the last moving one: {len(commands) - 1 - last_motion} (all zero)")
+    assert len(obs_after) == 0 and len(actions_after) == 0
+    assert len(commands) - 1 - last_motion >= 5  # the arm is held: zero velocity, commanded every cycle
+    assert "stale inputs" in ros.procs[0].log()
+    # recovery once the camera is back
+    n = len(probe.received(common.OBSERVATION_TOPIC))
+    drive(probe, sensors, 30, until=lambda: len(probe.received(common.OBSERVATION_TOPIC)) > n)
+    assert_alive(ros)
+
+
+# -- scenario 4 ---------------------------------------------------------------------------------------------
+def test_4_killed_policy_zero_velocity_within_watchdog(ros, tiny_policy):
+    sensors, policy = start_chain(ros, tiny_policy)
+    probe = ros.probe
+    drive(probe, sensors, 0.5)
+    policy.kill()  # SIGKILL mid-episode
+    t_kill = time.monotonic()
+    drive(probe, sensors, 1.5)
+    time.sleep(0.2)
+    actions = probe.received(common.ACTION_TOKENS_TOPIC)
+    t_last_action = max(t for t, _ in actions)
+    after = twists(probe, after=t_kill)
+    first_zero = next(i for i, (_, _, v) in enumerate(after) if not moving(v))
+    t_zero = after[first_zero][0]
+    print(f"\nscenario 4: zero velocity {1e3 * (t_zero - t_last_action):.0f} ms after the last action arrived "
+          f"({1e3 * (t_zero - t_kill):.0f} ms after SIGKILL); watchdog 100 ms + one 50 ms cycle")
+    assert all(not moving(v) for _, _, v in after[first_zero:])  # and it stays stopped
+    assert len(after) - first_zero >= 10
+    assert diagnostics(probe, "gato_controller").get("watchdog_tripped") == "true"
+    assert not policy.alive()
+    assert ros.procs[0].alive() and ros.procs[1].alive()
+
+
+# -- scenario 5 ---------------------------------------------------------------------------------------------
+def test_5_hold_stops_drops_clears_and_needs_rearm(ros, tiny_policy):
+    sensors, _ = start_chain(ros, tiny_policy)
+    probe = ros.probe
+    hold_pub = probe.publisher(common.HOLD_TOPIC, Bool)
+    probe.wait_subscribers(hold_pub)
+    drive(probe, sensors, 0.3)
+    held = json.loads(probe.call(common.HOLD_SERVICE, Trigger).message)
+    assert held["state"] == "held"
+    drive(probe, sensors, 0.5)
+    hold_pub.publish(Bool(data=False))  # releasing the hold input does not re-arm
+    drive(probe, sensors, 1.0)
+    after_hold = [v for _, s, v in twists(probe) if s >= held["stamp"]]
+    print(f"\nscenario 5: {len(after_hold)} commands while held, moving: {sum(map(moving, after_hold))}")
+    assert len(after_hold) >= 10 and not any(map(moving, after_hold))
+    probe.wait_for(lambda: int(diagnostics(probe, "gato_policy").get("resets", 0)) >= 1, 10, "the policy reset")
+    probe.wait_for(lambda: "held" in diagnostics(probe, "gato_controller").get("dropped", ""), 10, "dropped actions")
+    armed = json.loads(probe.call(common.REARM_SERVICE, Trigger).message)
+    drive(probe, sensors, 60, until=lambda: any(moving(v) for _, s, v in twists(probe) if s > armed["stamp"]))
+    # the hold topic latches too
+    hold_pub.publish(Bool(data=True))
+    t_hold = time.monotonic()
+    drive(probe, sensors, 10, until=lambda: diagnostics(probe, "gato_controller", t_hold).get("state") == "held")
+    held_since = float(diagnostics(probe, "gato_controller", t_hold)["held_since"])
+    drive(probe, sensors, 1.0)
+    assert not any(moving(v) for _, s, v in twists(probe) if s >= held_since)
+    assert_alive(ros)
+
+
+# -- scenarios 2 and 3: the controller alone ----------------------------------------------------------------
+def controller_with_action_input(ros):
+    ros.start("gato_controller", start_armed=True)
+    pub = ros.probe.publisher(common.ACTION_TOPIC, Image, DEEP)
+    ros.probe.wait_subscribers(pub)
+    ros.probe.wait_matched([common.TWIST_TOPIC], 30)
+    return pub
+
+
+def action_msg(values: np.ndarray, t: float) -> Image:
+    return common.array_image(np.asarray(values, np.float32).reshape(1, -1), "32FC1", common.sec_to_stamp(t))
+
+
+def send_then_wait_for_command(probe, pub, messages: list[Image]) -> None:
+    """Publish ``messages`` (the last one valid), then wait for the valid one's command: a reliable reader gets
+    one writer's messages in order, so all of them reached the controller (none lost to a full queue)."""
+    n = len(probe.received(common.TWIST_TOPIC))
+    for m in messages:
+        pub.publish(m)
+    # the valid action's command moves (watchdog heartbeats are exactly zero)
+    probe.wait_for(lambda: any(moving(v) for _, _, v in twists(probe)[n:]), 10, "the command of a valid action")
+
+
+def test_2_non_finite_actions_never_reach_a_command(ros):
+    pub = controller_with_action_input(ros)
+    probe = ros.probe
+    rng = np.random.default_rng(0)
+    bad = (np.nan, np.inf, -np.inf)
+    injected = 0
+    for _ in range(200):  # batches of 5 non-finite actions and one valid one
+        batch = []
+        for _ in range(5):
+            a = rng.uniform([-0.07, -0.07, -0.07, -1, -255], [0.07, 0.07, 0.07, 1, 255])
+            a[rng.choice(5, size=rng.integers(1, 6), replace=False)] = bad[injected % 3]
+            batch.append(action_msg(a, probe.now()))
+            injected += 1
+        batch.append(action_msg(rng.uniform([-0.07, -0.07, -0.07, -1, -255], [0.07, 0.07, 0.07, 1, 255]),
+                                probe.now()))
+        send_then_wait_for_command(probe, pub, batch)
+    probe.wait_for(lambda: json.loads(diagnostics(probe, "gato_controller").get("dropped", "{}")).get(
+        "non_finite", 0) >= injected, 10, f"{injected} non-finite actions counted as dropped: {diagnostics(probe, 'gato_controller')}")
+    time.sleep(0.3)
+    v = np.array([x for _, _, x in twists(probe)])
+    g = np.array([m.data for _, m in probe.received(common.GRIPPER_TOPIC)])
+    bad_values = int(np.sum(~np.isfinite(v))) + int(np.sum(~np.isfinite(g)))
+    print(f"\nscenario 2: {injected} non-finite actions injected and dropped; non-finite command values: "
+          f"{bad_values} of {v.size + g.size}")
+    assert injected == 1000 and bad_values == 0
+    assert sum(map(moving, v)) >= 100  # the valid ones did pass
+
+
+def test_3_out_of_range_actions_stay_within_limits(ros):
+    pub = controller_with_action_input(ros)
+    probe = ros.probe
+    rng = np.random.default_rng(1)
+    high = np.array([0.07, 0.07, 0.07, 1.0, 255.0])
+    for _ in range(1000):
+        send_then_wait_for_command(probe, pub, [action_msg(rng.uniform(-10, 10, 5) * high, probe.now())])
+    time.sleep(0.3)
+    v = np.array([x for _, _, x in twists(probe)])
+    g = np.array([m.data for _, m in probe.received(common.GRIPPER_TOPIC)])
+    inside = np.all(np.abs(v) <= LIMIT + 1e-12, axis=1)
+    steps = np.abs(np.diff(v, axis=0))
+    bounded = np.all(steps <= STEP + 1e-9, axis=1) | np.all(v[1:] == 0, axis=1)  # a stop may drop to zero at once
+    print(f"\nscenario 3: 1000 actions at up to 10x the limits -> {len(v)} commands, {100 * inside.mean():.1f}% "
+          f"within limits, {100 * bounded.mean():.1f}% of changes within the per-cycle limit")
+    assert len(v) >= 1000 and inside.all() and bounded.all() and np.all(np.abs(g) <= 255)
+
+
+# -- scenario 6 ---------------------------------------------------------------------------------------------
+def image(encoding: str, h: int, w: int, step: int, nbytes: int, t: float, frame: str = "cam") -> Image:
+    m = Image(height=h, width=w, encoding=encoding, step=step, is_bigendian=0)
+    m.header.stamp = common.sec_to_stamp(t)
+    m.header.frame_id = frame
+    m.data = bytes(nbytes)
+    return m
+
+
+def test_6_malformed_messages_no_crash_clear_log_no_invalid_command(ros):
+    tokenizer = ros.start("gato_tokenizer")
+    controller = ros.start("gato_controller", start_armed=True)
+    probe = ros.probe
+    sensors = testing.FakeRobotSensors(probe, CAMERAS)
+    tokens_pub = probe.publisher(common.ACTION_TOKENS_TOPIC, Image, DEEP)
+    action_pub = probe.publisher(common.ACTION_TOPIC, Image, DEEP)
+    probe.wait_matched([common.TWIST_TOPIC, common.OBSERVATION_TOPIC])
+    for pub in (*sensors.cameras.values(), sensors.joints, sensors.pose, tokens_pub, action_pub):
+        probe.wait_subscribers(pub)
+    right = sensors.cameras[CAMERAS[1]]
+    bad_images = [("16UC1", 128, 128, 256, 128 * 256), ("yuv422", 128, 128, 256, 128 * 256),
+                  ("rgb8", 128, 128, 384, 100), ("rgb8", 0, 0, 0, 0), ("rgb8", 1000, 1000, 3000, 10**6),
+                  ("rgb8", 8, 8, 24, 192)]
+    for k in range(30):  # valid joints, pose and left camera; malformed right camera
+        t = probe.now()
+        sensors.publish(t, cameras=CAMERAS[:1])
+        right.publish(image(*bad_images[k % len(bad_images)], t))
+        time.sleep(0.02)
+    for k in range(20):  # valid cameras and pose; malformed joint states
+        t = probe.now()
+        js = JointState()
+        js.header.stamp = common.sec_to_stamp(t)
+        js.name, js.position, js.velocity = [
+            (["elbow", "wrist"], [0.0, 1.0], [0.0, 0.0]),
+            (list(PANDA_ARM_JOINTS), [0.0] * 3, [0.0] * 7),
+            (list(PANDA_ARM_JOINTS) + list(common.FINGER_JOINTS), [float("nan")] * 9, [0.0] * 9),
+            (list(PANDA_ARM_JOINTS), [0.0] * 10**6, []),
+            ([], [], []),
+        ][k % 5]
+        sensors.joints.publish(js)
+        for c in CAMERAS:
+            sensors.cameras[c].publish(common.rgb_image(sensors.images[c], common.sec_to_stamp(t), c))
+        pose = PoseStamped()
+        pose.header.stamp = common.sec_to_stamp(t)
+        pose.pose.orientation.w = 2.0 if k % 2 else float("nan")  # malformed tool pose too
+        sensors.pose.publish(pose)
+        time.sleep(0.02)
+    for k in range(40):  # malformed action tokens and actions
+        t = common.sec_to_stamp(probe.now())
+        bad_tokens = [np.array([[0, 1, 2, 3, 4]], np.int32), np.array([[40000] * 5], np.int32),
+                      np.array([[32000] * 4], np.int32), np.zeros((1, 10**6), np.int32)][k % 4]
+        tokens_pub.publish(common.array_image(bad_tokens, "32SC1", t))
+        tokens_pub.publish(common.array_image(np.array([[32000] * 5], np.float32), "32FC1", t))  # wrong encoding
+        tokens_pub.publish(Image(encoding="32SC1", height=1, width=5, step=20))  # empty data
+        action_pub.publish(common.array_image(np.zeros((1, 5), np.float64), "64FC1", t))
+        action_pub.publish(common.array_image(np.zeros((1, 7), np.float32), "32FC1", t))
+        time.sleep(0.02)
+    time.sleep(1.0)
+    assert_alive(ros)
+    observations = probe.received(common.OBSERVATION_TOPIC)
+    v = [x for _, _, x in twists(probe)]
+    invalid = json.loads(diagnostics(probe, "gato_controller").get("invalid_messages", "{}"))
+    print(f"\nscenario 6: observations from malformed sets: {len(observations)}, moving commands: "
+          f"{sum(map(moving, v))} of {len(v)}, controller rejected {invalid}")
+    assert len(observations) == 0 and not any(map(moving, v))
+    assert invalid.get("action tokens", 0) > 0 and invalid.get("action", 0) > 0
+    tok_log, ctl_log = tokenizer.log(), controller.log()
+    for line in ("image encoding '16UC1' is not supported", "image encoding 'yuv422' is not supported",
+                 "smaller than one 16x16 patch", "joint_states lacks joints", "non-finite", "tool_pose"):
+        assert line in tok_log, f"no log line with {line!r}:\n{tok_log[-3000:]}"
+    assert "dropped action tokens" in ctl_log and "dropped action" in ctl_log
+    # still working: a valid set gives an observation
+    drive(probe, sensors, 30, until=lambda: len(probe.received(common.OBSERVATION_TOPIC)) > 0)
+    assert_alive(ros)
