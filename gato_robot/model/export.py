@@ -12,12 +12,14 @@ The graph is one cached append (``Gato.forward_cached``) with the KV cache as ex
 | patch_col  | (1, n)                | int64   | patch column position bin                                |
 | local_pos  | (1, n)                | int64   | position inside the timestep                             |
 | is_image   | (1, n)                | bool    | image-patch positions                                    |
-| past_k/v   | (L, 1, H, S, hd)      | float32 | the ring-buffer cache (``gato_robot.model.kv_cache``),   |
-|            |                       |         | S = context + max_append - 1                             |
+| past_k_i   | (1, H, S, hd)         | float32 | layer i's keys in the ring-buffer cache (i = 0..L-1,     |
+| past_v_i   | (1, H, S, hd)         | float32 | ``gato_robot.model.kv_cache``), S = context + max_append - 1 |
 | pos        | ()                    | int64   | tokens appended so far                                   |
 
 outputs: ``logits`` (1, hi - lo) of the last position over the action token range [lo, hi) only (the rest of
-the vocabulary is never sampled), ``present_k``/``present_v`` (the updated cache). Batch is fixed at 1; n is
+the vocabulary is never sampled), ``present_k_i``/``present_v_i`` (the updated cache). The cache is one tensor
+per layer, not one stacked (L, ...) tensor: a write into a slice of a stacked tensor exports as a scatter over
+all of it, which cost 90% of a tiny model's decode. Batch is fixed at 1; n is
 dynamic in [1, max_append], max_append = the spec's largest timestep + 1 (a control step appends
 ``[last action token] + observation + '|'``, then single action tokens; prompts go in whole timesteps).
 
@@ -47,15 +49,27 @@ from gato_robot.core.stepping import max_append_for
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.model.embedding import GatoInputs
 from gato_robot.model.gato import Gato
-from gato_robot.model.kv_cache import KVCache, capacity_for
+from gato_robot.model.kv_cache import capacity_for
 
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 DEFAULT_OPSET = 18
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's hard limit is 2 GiB; stay clear of it
-INPUT_NAMES = ("tokens", "patches", "patch_row", "patch_col", "local_pos", "is_image", "past_k", "past_v", "pos")
-OUTPUT_NAMES = ("logits", "present_k", "present_v")
+TOKEN_INPUTS = ("tokens", "patches", "patch_row", "patch_col", "local_pos", "is_image")
+
+
+def cache_names(prefix: str, n_layer: int) -> list[str]:
+    """``past_k_0, past_v_0, past_k_1, ...`` (prefix "past") or ``present_...``: layer-major (k, v) pairs."""
+    return [f"{prefix}_{kv}_{i}" for i in range(n_layer) for kv in ("k", "v")]
+
+
+def input_names(n_layer: int) -> list[str]:
+    return [*TOKEN_INPUTS, "pos", *cache_names("past", n_layer)]
+
+
+def output_names(n_layer: int) -> list[str]:
+    return ["logits", *cache_names("present", n_layer)]
 
 
 class CachedStep(nn.Module):
@@ -67,12 +81,13 @@ class CachedStep(nn.Module):
         self.lo, self.hi = logits_range
 
     def forward(self, tokens: torch.Tensor, patches: torch.Tensor, patch_row: torch.Tensor, patch_col: torch.Tensor,
-                local_pos: torch.Tensor, is_image: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor,
-                pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                local_pos: torch.Tensor, is_image: torch.Tensor, pos: torch.Tensor,
+                past: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         x = GatoInputs(tokens, patches, patch_row, patch_col, local_pos, is_image)
-        cache = KVCache(past_k.clone(), past_v.clone(), pos)  # forward_cached writes in place: keep inputs intact
-        logits, cache = self.model.forward_cached(x, cache, logits_ids=(self.lo, self.hi))
-        return logits, cache.k, cache.v
+        present = [t.clone() for t in past]  # append writes in place: keep the inputs intact
+        layers = list(zip(present[0::2], present[1::2]))
+        logits = self.model.append(x, layers, pos, logits_ids=(self.lo, self.hi))
+        return (logits, *present)
 
 
 def action_logits_range(ranges: list[tuple[int, int]]) -> tuple[int, int]:
@@ -82,10 +97,11 @@ def action_logits_range(ranges: list[tuple[int, int]]) -> tuple[int, int]:
 def _example_inputs(model: Gato, n: int, max_append: int) -> tuple[torch.Tensor, ...]:
     c = model.config
     cache = model.empty_cache(batch=1, max_append=max_append, device="cpu", dtype=torch.float32)
+    past = [t for i in range(c.n_layer) for t in (cache.k[i].clone(), cache.v[i].clone())]
     return (
         torch.zeros(1, n, dtype=torch.long), torch.zeros(1, n, 768), torch.zeros(1, n, dtype=torch.long),
         torch.zeros(1, n, dtype=torch.long), torch.arange(n).view(1, n) % c.local_positions,
-        torch.zeros(1, n, dtype=torch.bool), cache.k, cache.v, torch.tensor(0, dtype=torch.long),
+        torch.zeros(1, n, dtype=torch.bool), torch.tensor(0, dtype=torch.long), past,
     )
 
 
@@ -96,13 +112,13 @@ def export_graph(model: Gato, spec: RobotSpec, path: Path, logits_range: tuple[i
     step = CachedStep(model, logits_range).eval()
     max_append = max_append_for(spec)
     n = torch.export.Dim("n", min=1, max=max_append)
-    per_token = {1: n}
-    dynamic = {name: (per_token if name in INPUT_NAMES[:6] else None) for name in INPUT_NAMES}
+    n_layer = model.config.n_layer
+    dynamic = (*({1: n} for _ in TOKEN_INPUTS), None, [None] * (2 * n_layer))  # past: one list argument
     example = _example_inputs(model, spec.max_observation_tokens + 2, max_append)
     with torch.no_grad():
         program = torch.onnx.export(
             step, example, dynamo=True, dynamic_shapes=dynamic, opset_version=opset,
-            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), verbose=False,
+            input_names=input_names(n_layer), output_names=output_names(n_layer), verbose=False,
         )
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     external = weight_bytes > EXTERNAL_DATA_BYTES
@@ -189,7 +205,7 @@ def export_onnx(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *
         fields = {
             "opset": opset, "onnx_version": onnx.__version__, "onnxruntime_version": onnxruntime.__version__,
             "torch_version": torch.__version__, "model": c.to_dict(), "spec": spec.to_dict(), "tokenizer": settings,
-            "logits_range": list(logits_range), "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES),
+            "logits_range": list(logits_range), "inputs": input_names(c.n_layer), "outputs": output_names(c.n_layer),
             "cache": {"layers": c.n_layer, "heads": c.n_head, "capacity": capacity_for(c.context, max_append_for(spec)),
                       "head_dim": c.head_dim, "max_append": max_append_for(spec), "window": c.context,
                       "dtype": "float32"},

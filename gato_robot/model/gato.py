@@ -18,6 +18,7 @@ S cache slots, L layers, V vocab, K counted loss targets.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -157,15 +158,26 @@ class Gato(nn.Module):
         its bins, and the full 33k-row head would cost a third of a 79M single-token decode.
         The cache's k/v are updated in place; the returned cache has ``pos`` advanced by n.
         """
-        n, cap, window = x.tokens.shape[1], cache.capacity, self.config.context
+        layers = [(cache.k[i], cache.v[i]) for i in range(self.config.n_layer)]
+        logits = self.append(x, layers, cache.pos, logits_ids)
+        return logits, KVCache(cache.k, cache.v, cache.pos + x.tokens.shape[1])
+
+    def append(self, x: GatoInputs, layers: Sequence[tuple[torch.Tensor, torch.Tensor]], pos: torch.Tensor,
+               logits_ids: tuple[int, int] | None = None) -> torch.Tensor:
+        """``forward_cached`` over one (k, v) buffer pair per layer, each (B, H, S, hd), written in place.
+
+        Separate per-layer tensors are what the ONNX export uses: writing into a slice of one stacked (L, ...)
+        tensor exports as a scatter over the whole stack (measured: 90% of a tiny model's decode time).
+        """
+        n, cap, window = x.tokens.shape[1], layers[0][0].shape[2], self.config.context
         if n > cap - window + 1:
             raise ValueError(
                 f"cannot append {n} tokens at once to a cache of capacity {cap} with a {window}-token window; "
                 f"split the chunk or create the cache with empty_cache(max_append={n})"
             )
-        mask = attention_mask(cache.pos, n, cap, window)  # (n, S)
-        slots = write_slots(cache.pos, n, cap)  # (n,)
+        mask = attention_mask(pos, n, cap, window)  # (n, S)
+        slots = write_slots(pos, n, cap)  # (n,)
         h = self.embed(x)  # (B, n, D)
-        for layer, block in enumerate(self.blocks):
-            h = block(h, mask, LayerCache(cache.k[layer], cache.v[layer], slots))
-        return self.head(h[:, -1], logits_ids), KVCache(cache.k, cache.v, cache.pos + n)
+        for block, (k, v) in zip(self.blocks, layers):
+            h = block(h, mask, LayerCache(k, v, slots))
+        return self.head(h[:, -1], logits_ids)

@@ -53,7 +53,7 @@ class OnnxPolicyState:
     """What the policy remembers between steps. ``step`` reuses the cache buffers: a state is consumed by the
     step it is passed to; ``clone()`` it first to branch or replay."""
 
-    buffers: list[tuple[ort.OrtValue, ort.OrtValue]]  # two (k, v) cache buffers on the session's device
+    buffers: list[list[ort.OrtValue]]  # two sets of per-layer cache tensors (k0, v0, k1, ...) on the device
     current: int = 0  # which buffer holds the cache now
     pos: int = 0  # tokens appended so far
     timestep: int = 0
@@ -63,7 +63,7 @@ class OnnxPolicyState:
     rng: np.random.Generator | None = None
 
     def clone(self) -> OnnxPolicyState:
-        copies = [(_copy_ortvalue(k), _copy_ortvalue(v)) for k, v in self.buffers]
+        copies = [[_copy_ortvalue(t) for t in buffer] for buffer in self.buffers]
         rng = None
         if self.rng is not None:
             rng = np.random.Generator(type(self.rng.bit_generator)())
@@ -95,7 +95,11 @@ class OnnxPolicy:
             self.spec, self.manifest.get("tokenizer"))
         self.temperature, self.seed = temperature, seed
         cache = self.manifest["cache"]
-        self.cache_shape = (cache["layers"], 1, cache["heads"], cache["capacity"], cache["head_dim"])
+        self.cache_shape = (1, cache["heads"], cache["capacity"], cache["head_dim"])  # per layer, k or v
+        self.past_names = [n for n in self.manifest["inputs"] if n.startswith("past_")]
+        self.present_names = [n for n in self.manifest["outputs"] if n.startswith("present_")]
+        if len(self.past_names) != 2 * cache["layers"] or len(self.present_names) != len(self.past_names):
+            raise ModelIntegrityError(f"{self.directory}: the manifest's cache inputs/outputs do not match its layers")
         self.context = int(self.manifest["model"]["context"])
         self.max_append = int(cache["max_append"])
         self.logits_lo, self.logits_hi = self.manifest["logits_range"]
@@ -128,7 +132,7 @@ class OnnxPolicy:
         def zeros() -> ort.OrtValue:
             return ort.OrtValue.ortvalue_from_numpy(np.zeros(self.cache_shape, np.float32), self.device, self.device_id)
 
-        return OnnxPolicyState(buffers=[(zeros(), zeros()), (zeros(), zeros())])
+        return OnnxPolicyState(buffers=[[zeros() for _ in self.past_names] for _ in range(2)])
 
     def initial_state(self) -> OnnxPolicyState:
         if self._prompt_state is None:
@@ -190,11 +194,11 @@ class OnnxPolicy:
         for name in TOKEN_INPUTS:
             binding.bind_ortvalue_input(name, inputs[name])
         binding.bind_ortvalue_input("pos", inputs["pos"])
-        binding.bind_ortvalue_input("past_k", src[0])
-        binding.bind_ortvalue_input("past_v", src[1])
+        for name, value in zip(self.past_names, src):
+            binding.bind_ortvalue_input(name, value)
         binding.bind_ortvalue_output("logits", self._logits)
-        binding.bind_ortvalue_output("present_k", dst[0])
-        binding.bind_ortvalue_output("present_v", dst[1])
+        for name, value in zip(self.present_names, dst):
+            binding.bind_ortvalue_output(name, value)
         run_options = ort.RunOptions()
         if self.cuda_graph:
             key = (n, state.current)
