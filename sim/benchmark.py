@@ -1,0 +1,188 @@
+"""Benchmark runner: any policy x any triplet set x N episodes, in parallel processes.
+
+    python -m gato_robot.sim.benchmark --policy expert --triplets test --episodes 100 --workers 2 --out runs/bench
+
+Writes ``results.json`` (every episode), ``results.md`` (success per triplet with Wilson 95% intervals, beside
+DeepMind's state-based MPO specialists), ``success.png`` (bar chart) and ``episodes.mp4`` (a few episodes).
+Success is the episode rule of success.py (stacked for >= 1 s at any time); ``stacked_at_end`` is reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gato_robot.core.specs import CAMERA_PREFIX, Kind, RobotSpec
+from gato_robot.sim import objects
+from gato_robot.sim.env import RgbStackingEnv
+from gato_robot.sim.policies import make_policy, needs_privileged
+from gato_robot.sim.rollout import run_episode
+
+# DeepMind's released state-based MPO specialists, 1000 episodes per triplet (rgb_stacking.md).
+MPO_SPECIALISTS = {"rgb_test_triplet1": 77.7, "rgb_test_triplet2": 47.4, "rgb_test_triplet3": 83.5,
+                   "rgb_test_triplet4": 79.9, "rgb_test_triplet5": 89.5}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score 95% interval for a binomial proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    phat = successes / n
+    denom = 1 + z * z / n
+    centre = (phat + z * z / (2 * n)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _env_for(policy: Any, policy_name: str, triplet: str, images: bool) -> RgbStackingEnv:
+    """An env whose cameras and image size follow the policy's spec when it has one (learned policies), else
+    the two front cameras at 128 x 128 (as Gato)."""
+    spec = getattr(policy, "spec", None)
+    cameras: Any = 2
+    size = 128
+    if isinstance(spec, RobotSpec):
+        images_specs = [s for s in spec.observations if s.kind is Kind.IMAGE]
+        if images_specs:
+            cameras = [s.name[len(CAMERA_PREFIX):] for s in images_specs]
+            size = images_specs[0].shape[0]
+    return RgbStackingEnv(triplet=triplet, cameras=cameras, image_size=size, render_images=images,
+                          privileged=needs_privileged(policy_name))
+
+
+def _run_chunk(policy_name: str, triplet: str, seeds: list[int], images: bool) -> list[dict[str, Any]]:
+    policy = make_policy(policy_name, seed=seeds[0] if seeds else 0)
+    env = _env_for(policy, policy_name, triplet, images)
+    out = [run_episode(env, policy, s).summary() for s in seeds]
+    env.close()
+    return out
+
+
+def _video(policy_name: str, triplet: str, seeds: list[int], path: Path) -> None:
+    import imageio.v2 as imageio
+
+    policy = make_policy(policy_name)
+    env = _env_for(policy, policy_name, triplet, images=True)
+    with imageio.get_writer(path, fps=20, codec="libx264", quality=7, macro_block_size=16) as w:
+        for s in seeds:
+            for frame in run_episode(env, policy, s, frames=True).frames:
+                w.append_data(frame)
+    env.close()
+
+
+def summarise(episodes: list[dict[str, Any]], triplets: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for t in triplets:
+        eps = [e for e in episodes if e["triplet"] == t]
+        k = sum(e["success"] for e in eps)
+        lo, hi = wilson_interval(k, len(eps))
+        rows.append({"triplet": t, "episodes": len(eps), "successes": k, "success_rate": k / max(1, len(eps)),
+                     "ci95": [lo, hi], "stacked_at_end": sum(e["stacked_at_end"] for e in eps) / max(1, len(eps)),
+                     "mpo_specialist": MPO_SPECIALISTS.get(t)})
+    k = sum(e["success"] for e in episodes)
+    lo, hi = wilson_interval(k, len(episodes))
+    rows.append({"triplet": "mean", "episodes": len(episodes), "successes": k,
+                 "success_rate": k / max(1, len(episodes)), "ci95": [lo, hi],
+                 "stacked_at_end": sum(e["stacked_at_end"] for e in episodes) / max(1, len(episodes)),
+                 "mpo_specialist": 75.6 if all(t in MPO_SPECIALISTS for t in triplets) else None})
+    return rows
+
+
+def table(rows: list[dict[str, Any]], policy: str) -> str:
+    lines = [f"Policy: {policy}. Success = stacked for >= 1 s (20 steps); 95% Wilson intervals.", "",
+             "| triplet | episodes | success % | 95% CI | stacked at end % | MPO specialist % |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        mpo = "" if r["mpo_specialist"] is None else f"{r['mpo_specialist']:.1f}"
+        lines.append(f"| {r['triplet']} | {r['episodes']} | {100 * r['success_rate']:.1f} | "
+                     f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f} | {100 * r['stacked_at_end']:.1f} | {mpo} |")
+    return "\n".join(lines)
+
+
+def bar_chart(rows: list[dict[str, Any]], policy: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["triplet"].replace("rgb_test_triplet", "T").replace("rgb_", "") for r in rows]
+    x = np.arange(len(rows))
+    rates = np.array([100 * r["success_rate"] for r in rows])
+    err = np.array([[100 * (r["success_rate"] - r["ci95"][0]), 100 * (r["ci95"][1] - r["success_rate"])]
+                    for r in rows]).T
+    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
+    ax.bar(x - 0.2, rates, 0.4, yerr=err, capsize=3, label=policy)
+    mpo = [r["mpo_specialist"] for r in rows]
+    if any(m is not None for m in mpo):
+        ax.bar(x + 0.2, [m or 0 for m in mpo], 0.4, label="DeepMind MPO specialist (state)")
+    ax.set_xticks(x, names)
+    ax.set_ylabel("success %")
+    ax.set_ylim(0, 105)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path, seed: int = 0,
+        video_episodes: int = 2, images: bool | None = None) -> list[dict[str, Any]]:
+    make_policy(policy)  # fail fast on a bad policy name, before starting processes
+    images = (not needs_privileged(policy)) if images is None else images
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = list(range(seed, seed + episodes))
+    size = max(1, min(10, math.ceil(episodes / (2 * workers))))  # small chunks: a live progress bar
+    chunks = [(t, seeds[i:i + size]) for t in triplets for i in range(0, episodes, size)]
+    start = time.time()
+    results: list[dict[str, Any]] = []
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_run_chunk, policy, t, s, images) for t, s in chunks]
+        with tqdm(total=len(triplets) * episodes, desc=f"{policy} episodes", unit="ep") as bar:
+            for f in futures:
+                results += f.result()
+                bar.update(len(results) - bar.n)
+    rows = summarise(results, triplets)
+    (out / "results.json").write_text(json.dumps(
+        {"policy": policy, "triplets": triplets, "episodes_per_triplet": episodes, "seed": seed,
+         "success_rule": "stacked for >= 20 consecutive control steps (1 s)", "wall_s": time.time() - start,
+         "summary": rows, "episodes": results}, indent=1))
+    (out / "results.md").write_text(table(rows, policy) + "\n")
+    bar_chart(rows, policy, out / "success.png")
+    if video_episodes > 0:
+        _video(policy, triplets[0], seeds[:video_episodes], out / "episodes.mp4")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", default="expert", help="expert | random | torch:<checkpoint> | onnx:<directory>")
+    ap.add_argument("--triplets", default="test", help="test, all, or comma-separated triplet names")
+    ap.add_argument("--episodes", type=int, default=100, help="episodes per triplet")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="first episode seed")
+    ap.add_argument("--video-episodes", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("runs/sim_benchmark"))
+    args = ap.parse_args(argv)
+    try:
+        if args.episodes < 1 or args.workers < 1:
+            raise ValueError("--episodes and --workers must be at least 1")
+        rows = run(args.policy, objects.expand_triplets(args.triplets), args.episodes, args.workers, args.out,
+                   args.seed, args.video_episodes)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table(rows, args.policy))
+    print(f"wrote {args.out}/results.json, results.md, success.png" + (", episodes.mp4" if args.video_episodes else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

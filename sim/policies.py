@@ -1,0 +1,73 @@
+"""Policies for the simulator, behind the project's protocol: ``initial_state()`` and
+``step(observation, state) -> (action, state)``, the action a (5,) float32 array in physical units or a dict
+``{"action": array}``. PyTorch and ONNX policies are imported lazily from their own packages."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from gato_robot.core import specs
+
+
+class Policy(Protocol):
+    def initial_state(self) -> Any: ...
+
+    def step(self, observation: dict[str, np.ndarray], state: Any) -> tuple[Any, Any]: ...
+
+
+class RandomPolicy:
+    """Uniform actions within the spec's bounds (a floor for the benchmark)."""
+
+    def __init__(self, seed: int = 0):
+        low, high = specs.rgb_stacking_spec().action_bounds()
+        self.low, self.high = np.array(low, np.float32), np.array(high, np.float32)
+        self.rng = np.random.default_rng(seed)
+
+    def initial_state(self) -> None:
+        return None
+
+    def step(self, observation: dict[str, np.ndarray], state: None) -> tuple[np.ndarray, None]:
+        return self.rng.uniform(self.low, self.high).astype(np.float32), state
+
+
+def action_array(action: Any) -> np.ndarray:
+    """Accept both an array and a dict {"action": array} from a policy."""
+    if isinstance(action, dict):
+        if specs.ACTION_KEY not in action:
+            raise ValueError(f"policy returned a dict without {specs.ACTION_KEY!r}: keys {sorted(action)}")
+        action = action[specs.ACTION_KEY]
+    return np.asarray(action, np.float32)
+
+
+def needs_privileged(name: str) -> bool:
+    return name == "expert"
+
+
+def make_policy(name: str, seed: int = 0) -> Policy:
+    """``expert``, ``random``, ``torch:<checkpoint>`` or ``onnx:<export dir>``."""
+    if name == "expert":
+        from gato_robot.sim.expert import ScriptedExpert
+
+        return ScriptedExpert()
+    if name == "random":
+        return RandomPolicy(seed)
+    if name.startswith("torch:"):
+        try:
+            from gato_robot.model.policy import TorchPolicy
+        except ImportError as e:
+            raise ValueError(
+                f"torch policies need gato_robot.model.policy.TorchPolicy and PyTorch (pip install -e .[torch]): {e}"
+            ) from e
+        return TorchPolicy.from_checkpoint(name.split(":", 1)[1])
+    if name.startswith("onnx:"):
+        try:
+            from gato_robot.runtime.onnx_policy import OnnxPolicy
+        except ImportError as e:
+            raise ValueError(
+                f"onnx policies need gato_robot.runtime.onnx_policy.OnnxPolicy and onnxruntime "
+                f"(pip install -e .[onnx]): {e}"
+            ) from e
+        return OnnxPolicy.from_directory(name.split(":", 1)[1])
+    raise ValueError(f"unknown policy {name!r}; use expert, random, torch:<checkpoint> or onnx:<directory>")

@@ -1,0 +1,96 @@
+"""The scripted expert, demo collection and the benchmark runner (small episode counts, images off)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pybullet")
+
+from gato_robot.data.episodes import EpisodeReader
+from gato_robot.sim import benchmark, collect
+from gato_robot.sim.env import RgbStackingEnv
+from gato_robot.sim.expert import ScriptedExpert, plan_grasp
+from gato_robot.sim.policies import make_policy
+from gato_robot.sim.rollout import run_episode
+
+
+def test_expert_stacks_cubes():
+    env = RgbStackingEnv(render_images=False, privileged=True, object_ids=("s0", "s0", "s0"))
+    expert = ScriptedExpert()
+    try:
+        results = [run_episode(env, expert, seed) for seed in range(3)]
+    finally:
+        env.close()
+    assert all(r.success for r in results), [r.summary() for r in results]
+
+
+def test_expert_actions_are_valid_demonstrations():
+    env = RgbStackingEnv(triplet="rgb_test_triplet4", render_images=False, privileged=True)
+    try:
+        r = run_episode(env, ScriptedExpert(), seed=0, record=True)
+    finally:
+        env.close()
+    actions = np.stack(r.actions)
+    assert actions.shape == (400, 5)
+    assert np.all(np.abs(actions[:, :3]) <= 0.07 + 1e-6) and np.all(np.abs(actions[:, 3]) <= 1.0 + 1e-6)
+    assert set(np.unique(actions[:, 4])) <= {-255.0, 255.0}
+    assert "privileged/object_poses" not in r.observations, "recorded observations are the policy's only"
+
+
+def test_expert_needs_the_privileged_observation():
+    env = RgbStackingEnv(render_images=False)
+    try:
+        obs, _ = env.reset(seed=0)
+        with pytest.raises(ValueError, match="privileged=True"):
+            ScriptedExpert().step(obs, ScriptedExpert().initial_state())
+    finally:
+        env.close()
+
+
+def test_grasp_closes_across_the_narrow_axis():
+    # a 2 x 6 x 4 cm box, long along y, alone: the fingers must close along x (tool yaw +-pi/2)
+    corners = np.array([[x, y, z] for x in (-0.01, 0.01) for y in (-0.03, 0.03) for z in (0.0, 0.04)])
+    box = np.concatenate([corners, np.repeat(corners[-1:], 12, axis=0)]) + [0.6, 0.0, 0.0]
+    far = box + [0.0, 0.5, 0.0]
+    xy, z, yaw = plan_grasp(np.stack([box, far, far + [0.0, 0.2, 0.0]]), 0)
+    np.testing.assert_allclose(xy, [0.6, 0.0], atol=1e-6)
+    assert abs(abs(yaw) - np.pi / 2) < 1e-6
+    assert 0.01 < z < 0.04
+
+
+def test_collect_writes_a_readable_episode(tmp_path):
+    info = collect.collect_one("rgb_test_triplet1", 0, tmp_path, cameras=2, image_size=64, successful_only=False)
+    with EpisodeReader(info["path"]) as reader:
+        ep = reader.read()
+        assert len(ep) == 400
+        assert ep.observations["camera/basket_front_left"].shape == (400, 64, 64, 3)
+        assert ep.extras["object_poses"].shape == (400, 3, 7)
+        assert reader.metadata["policy"] == "scripted_expert"
+        assert reader.metadata["triplet"] == "rgb_test_triplet1" and reader.metadata["seed"] == 0
+        assert reader.metadata["success"] == info["success"]
+        assert reader.metadata["return"] == pytest.approx(float(ep.rewards.sum()))
+
+
+def test_wilson_interval():
+    lo, hi = benchmark.wilson_interval(90, 100)
+    assert lo == pytest.approx(0.8256, abs=1e-3) and hi == pytest.approx(0.9448, abs=1e-3)
+    assert benchmark.wilson_interval(0, 10)[0] == 0.0
+
+
+def test_benchmark_runner_writes_results(tmp_path):
+    assert benchmark.main(["--policy", "random", "--triplets", "rgb_test_triplet5", "--episodes", "1",
+                           "--workers", "1", "--video-episodes", "0", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["summary"][0]["triplet"] == "rgb_test_triplet5" and len(data["episodes"]) == 1
+    assert (tmp_path / "success.png").stat().st_size > 1000
+    assert "Wilson" in (tmp_path / "results.md").read_text()
+
+
+def test_bad_policy_and_triplet_names_are_clear_errors(tmp_path, capsys):
+    with pytest.raises(ValueError, match="expert, random, torch"):
+        make_policy("gpt")
+    assert benchmark.main(["--triplets", "rgb_test_triplet7", "--out", str(tmp_path)]) == 2
+    assert "valid names" in capsys.readouterr().err
