@@ -37,9 +37,14 @@ EXTRAS = {
     "train": TORCH + ["h5py>=3.10", "tqdm>=4.60", "tensorboard>=2.15"],
     "ros-wheels": ROS_WHEELS,
     "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.8"],
+    # issue 8's domains: BabyAI (minigrid, pulls pygame-ce), Meta-World (pins its MuJoCo), PNG/JPEG reading
+    "domains": ["minigrid>=3.0", "metaworld>=3.1", "imageio>=2.30", "h5py>=3.10"],
+    # rosbag2 / MCAP logs: pure Python, no ROS install needed
+    "logs": ["rosbags>=0.11", "mcap>=1.6", "h5py>=3.10", "imageio>=2.30", "imageio-ffmpeg>=0.5", "matplotlib>=3.8"],
 }
 # Everything this project's CI machine (no ROS install, no GPU) needs.
-EXTRAS["dev"] = sorted({r for k in ("export", "onnx", "data", "sim", "train", "ros-wheels", "test") for r in EXTRAS[k]})
+DEV = ("export", "onnx", "data", "sim", "train", "ros-wheels", "test", "domains", "logs")
+EXTRAS["dev"] = sorted({r for k in DEV for r in EXTRAS[k]})
 
 setup(
     name=PACKAGE,
@@ -73,6 +78,12 @@ setup(
             "gato_policy_node = gato_robot.ros.policy_node:main",
             "gato_controller_node = gato_robot.ros.controller_node:main",
             "gato_sim_node = gato_robot.ros.sim_node:main",
+            "gato_recorder_node = gato_robot.ros.recorder:main",
+            "gato-record = gato_robot.ros.recorder:main",
+            "gato-replay = gato_robot.ros.replayer:main",
+            "gato-log-convert = gato_robot.logs.convert:main",
+            "gato-log-sim-replay = gato_robot.logs.sim_replay:main",
+            "gato-log-video = gato_robot.logs.video:main",
         ],
     },
 )

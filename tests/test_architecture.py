@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "gato_robot"
-ROS_MODULES = ("rclpy", "launch", "launch_ros", "rosgraph_msgs", "builtin_interfaces", "rosbags", "mcap_ros2")
+# rosbags and mcap are pure-Python log libraries (no rclpy, no ROS install): gato_robot/logs may use them
+ROS_MODULES = ("rclpy", "launch", "launch_ros", "rosgraph_msgs", "builtin_interfaces", "mcap_ros2")
 MSG_SUFFIX = "_msgs"
 
 

@@ -208,6 +208,7 @@ class SimNode(Node):
             "episode": self.episode, "step": int(self.info.get("step", 0)), "stacked": bool(self.info.get("stacked")),
             "success": bool(self.info.get("success")), "done": self.done, "triplet": self.triplet,
             "sim_time": round(self.t, 6), "invalid_commands": self.invalid_commands,
+            "seed": self.seed + self.episode,  # episode k resets with seed + k: logs can re-create it
         })))
         self.waiting_since = time.monotonic() if self.lockstep else None
 

@@ -39,6 +39,9 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec("gato_controller", "gato_controller_node", "gato_robot.ros.controller_node"),
 )
 
+# Not one of NODES (the stack runs without it): added by the ``record`` launch argument.
+RECORDER = NodeSpec("gato_recorder", "gato_recorder_node", "gato_robot.ros.recorder")
+
 # launch argument -> (default, description). Empty defaults mean "keep the parameter file's value".
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "sim": ("false", "true: also run the PyBullet RGB-stacking simulator as the robot (sim time, lockstep)"),
@@ -46,6 +49,7 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "model": ("", "exported ONNX policy directory (model.onnx + manifest.json) for the policy node"),
     "camera_topics": ("", "comma-separated sensor_msgs/Image topics, one per spec camera, in spec order"),
     "command_interface": ("", f"arm command interface: one of {COMMAND_INTERFACES}"),
+    "record": ("", "folder: also run the recorder (rosbag2/MCAP logs of the stack's topics, one per episode)"),
 }
 
 
@@ -83,7 +87,7 @@ def parse_list(value: str | Sequence[str]) -> list[str]:
 
 
 def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", camera_topics: str | Sequence[str] = "",
-              command_interface: str = "") -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
+              command_interface: str = "", record: str = "") -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
     """(node, parameter file, parameter overrides) for each node to start, in start order."""
     sim = parse_bool(sim)
     params = Path(params_file) if params_file else default_params_file()
@@ -108,7 +112,22 @@ def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", c
         if command_interface and node.name in ("gato_tokenizer", "gato_controller", "gato_sim"):
             overrides["command_interface"] = command_interface
         plan.append((node, params, overrides))
+    if record:
+        overrides = {"output_dir": str(Path(record).expanduser().resolve())}
+        if sim:
+            overrides["use_sim_time"] = True
+        if cameras:
+            overrides["topics"] = [*(f"{c}:sensor_msgs/msg/Image:sensor" for c in cameras), *RECORDED_TOPICS]
+        if model:
+            overrides["policy"] = str(Path(model).expanduser().resolve())
+        plan.append((RECORDER, params, overrides))
     return plan
+
+
+# What the recorder logs besides the cameras when camera_topics is overridden (its default is the whole contract).
+RECORDED_TOPICS = ("/joint_states", "/gato/tool_pose", "/gato/observation", "/gato/action_tokens", "/gato/action",
+                   "/servo_node/delta_twist_cmds", "/forward_velocity_controller/commands", "/gripper/command",
+                   "/gato/episode_status", "/clock")
 
 
 def _yaml_value(value: Any) -> str:

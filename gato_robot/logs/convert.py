@@ -1,0 +1,322 @@
+"""Logs -> training episodes (``gato_robot.data.episodes``): synchronise onto the control rate, map commands back
+to the action spec, carry success and return, and report every tick that was dropped and why.
+
+Ticks: one per reference-camera image (the spec's first camera), at most one per 0.9 / control_hz of header stamp
+(faster cameras are decimated); every other camera, the joint states and the tool pose contribute their message
+whose header stamp is closest, within ``slop_s`` (25 ms, as the tokenizer node), or the tick is dropped. Episode,
+step, ``stacked`` and ``success`` come from the /gato/episode_status message whose ``sim_time`` matches the tick
+(logs without episode status are one episode).
+
+Actions: the action of a tick is the first arm command (by receive time) issued for it: for TwistStamped, whose
+header stamp is the controller's issue time on the stack's clock (sim time in simulation), the first with a stamp in
+[tick, next tick); for forward commands (no stamp), the first received after the tick's last input and before the
+next tick's. The gripper command (no stamp) is the one received closest to that arm command (the controller
+publishes the pair back to back; an executor may deliver them in either order), else the newest before it, else
+open (-255, the simulator's reset state). The lockstep simulator applies exactly that first command; on a robot
+the controller issues one per observation. The previous action of a tick is the newest arm and gripper command
+before it within the episode (zeros at the start), as the tokenizer node builds it.
+
+Reward: 1.0 where ``stacked`` (the simulator's reward), return = their sum, success = the last status's flag.
+Only CRC-verified messages are used (:func:`gato_robot.logs.bag.read_log`); an episode cut short by damage or a
+killed recorder (no ``done`` status) is not written unless ``keep_incomplete``: its success label is unknown.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gato_robot.core import specs
+from gato_robot.core.tokenizer import fit_image
+from gato_robot.data.episodes import Episode, write_episode
+from gato_robot.logs import bag
+from gato_robot.ros import wire
+
+JOINTS_TOPIC, POSE_TOPIC, STATUS_TOPIC = "/joint_states", "/gato/tool_pose", "/gato/episode_status"
+TWIST_TOPIC, FORWARD_TOPIC, GRIPPER_TOPIC = "/servo_node/delta_twist_cmds", "/forward_velocity_controller/commands", \
+    "/gripper/command"
+FINGERS = ("panda_finger_joint1", "panda_finger_joint2")
+
+
+@dataclasses.dataclass
+class ConvertReport:
+    log: str
+    read: dict[str, Any] = dataclasses.field(default_factory=dict)
+    episodes: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # written or not, with why
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)  # reason -> ticks or messages
+    ticks: int = 0
+    kept: int = 0
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class _Tick:
+    stamp: float
+    log_time: int
+    obs: dict[str, np.ndarray]
+    status: dict[str, Any]
+
+
+def _stamp(h: Any) -> float:
+    return h.stamp.sec + h.stamp.nanosec * 1e-9
+
+
+def _nearest(stamps: list[float], t: float) -> int | None:
+    if not stamps:
+        return None
+    i = bisect.bisect_left(stamps, t)
+    best = min((j for j in (i - 1, i) if 0 <= j < len(stamps)), key=lambda j: abs(stamps[j] - t))
+    return best
+
+
+def _before(cmd: tuple[int, float | None, np.ndarray], tick: _Tick) -> bool:
+    """Whether an arm command was issued before ``tick``'s observation (stamp if it has one, else receive time)."""
+    return cmd[1] < tick.stamp if cmd[1] is not None else cmd[0] < tick.log_time
+
+
+def _command_for(arm: list[tuple[int, float | None, np.ndarray]], arm_times: list[int], tick: _Tick,
+                 nxt: _Tick | None) -> tuple[int, float | None, np.ndarray] | None:
+    end_stamp = nxt.stamp if nxt is not None else np.inf
+    end_time = nxt.log_time if nxt is not None else np.iinfo(np.int64).max
+    for cmd in arm[bisect.bisect_left(arm_times, tick.log_time - 10**9):]:  # receive order; stamps lag <= 1 s
+        log_time, stamp, _ = cmd
+        if stamp is not None and tick.stamp - 1e-6 <= stamp < end_stamp - 1e-6:
+            return cmd
+        if stamp is None and tick.log_time < log_time < end_time:
+            return cmd
+        if log_time >= end_time and (stamp is None or stamp >= end_stamp):
+            return None
+    return None
+
+
+def _gripper_at(gripper: list[tuple[int, float]], times: list[int], t: int, default: float,
+                pair_ns: int = 20_000_000) -> float:
+    i = bisect.bisect_left(times, t)
+    near = [j for j in (i - 1, i) if 0 <= j < len(times) and abs(times[j] - t) <= pair_ns]
+    if near:
+        return gripper[min(near, key=lambda j: abs(times[j] - t))][1]
+    return gripper[i - 1][1] if i > 0 else default
+
+
+def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None, *, slop_s: float = 0.025,
+                    keep_incomplete: bool = False) -> tuple[list[Episode], ConvertReport]:
+    """The episodes of one log (a rosbag2 folder or .mcap) and the report of what was dropped."""
+    spec = spec or specs.rgb_stacking_spec(list(bag.CAMERAS))
+    cameras = [s.name for s in spec.observations if s.kind is specs.Kind.IMAGE]
+    cam_topics = {bag.camera_topic(k[len(specs.CAMERA_PREFIX):]): k for k in cameras}
+    topics = [*cam_topics, JOINTS_TOPIC, POSE_TOPIC, STATUS_TOPIC, TWIST_TOPIC, FORWARD_TOPIC, GRIPPER_TOPIC]
+    messages, read = bag.read_log(path, topics)
+    report = ConvertReport(str(path), read=read.to_dict())
+    if read.damage:  # details (file, byte offset, reason) in report.read["damage"]
+        report.drop("log damage (see read.damage): the rest of that file is not read", len(read.damage))
+
+    streams: dict[str, list[tuple[float, int, Any]]] = collections.defaultdict(list)  # key -> (stamp, log, value)
+    arm: list[tuple[int, float | None, np.ndarray]] = []  # (receive time, issue stamp if stamped, velocity)
+    gripper: list[tuple[int, float]] = []
+    statuses: list[tuple[float, int, dict[str, Any]]] = []
+    for m in messages:
+        try:
+            msg = m.decode()
+            if m.topic in cam_topics:
+                h, w = spec.observation(cam_topics[m.topic]).shape[:2]
+                img = wire.decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+                streams[cam_topics[m.topic]].append((_stamp(msg.header), m.log_time, fit_image(img, h, w)))
+            elif m.topic == JOINTS_TOPIC:
+                q = wire.joint_vector(msg.name, msg.position, specs.PANDA_ARM_JOINTS, "position")
+                dq = wire.joint_vector(msg.name, msg.velocity, specs.PANDA_ARM_JOINTS, "velocity")
+                fq = wire.joint_vector(msg.name, msg.position, FINGERS, "position")
+                fdq = wire.joint_vector(msg.name, msg.velocity, FINGERS, "velocity")
+                streams["joints"].append((_stamp(msg.header), m.log_time, (q, dq, fq, fdq)))
+            elif m.topic == POSE_TOPIC:
+                p, o = msg.pose.position, msg.pose.orientation
+                pose = np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w])
+                if not np.all(np.isfinite(pose)):
+                    raise ValueError("non-finite tool pose")
+                streams["pose"].append((_stamp(msg.header), m.log_time, pose))
+            elif m.topic == STATUS_TOPIC:
+                s = json.loads(msg.data)
+                statuses.append((float(s["sim_time"]), m.log_time, s))
+            elif m.topic == TWIST_TOPIC:
+                t = msg.twist
+                arm.append((m.log_time, _stamp(msg.header),
+                            np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.z])))
+            elif m.topic == FORWARD_TOPIC:
+                arm.append((m.log_time, None, wire.forward_command_to_velocity(msg.data)))
+            elif m.topic == GRIPPER_TOPIC:
+                gripper.append((m.log_time, float(msg.data)))
+        except Exception as e:  # a malformed message is dropped and counted, never fatal
+            report.drop(f"undecodable message on {m.topic} ({type(e).__name__})")
+    for s in streams.values():
+        s.sort(key=lambda x: x[0])
+    statuses.sort(key=lambda x: x[0])
+    arm.sort(key=lambda x: x[0])
+    gripper.sort(key=lambda x: x[0])
+
+    # -- ticks: reference camera images, decimated to the control rate, with partners within the slop --------
+    ref = cameras[0]
+    stamps = {k: [x[0] for x in v] for k, v in streams.items()}
+    status_stamps = [s[0] for s in statuses]
+    ticks: list[_Tick] = []
+    last = -np.inf
+    for t, log_time, image in streams.get(ref, []):
+        report.ticks += 1
+        if t - last < 0.9 / spec.control_hz:
+            report.drop("camera above the control rate (decimated)")
+            continue
+        obs = {ref: image}
+        latest = log_time
+        missing = None
+        for key in [*cameras[1:], "joints", "pose"]:
+            i = _nearest(stamps.get(key, []), t)
+            if i is None or abs(stamps[key][i] - t) > slop_s:
+                missing = key
+                break
+            _, lt, value = streams[key][i]
+            latest = max(latest, lt)
+            if key == "joints":
+                obs["joints"] = value
+            else:
+                obs[key] = value
+        if missing:
+            report.drop(f"no {missing} within {slop_s * 1e3:.0f} ms of the camera stamp")
+            continue
+        status: dict[str, Any] = {"episode": 0, "step": len(ticks), "stacked": False, "success": False, "done": False}
+        if statuses:
+            i = _nearest(status_stamps, t)
+            if i is None or abs(status_stamps[i] - t) > slop_s:
+                report.drop("no episode status for the tick")
+                continue
+            status = statuses[i][2]
+        last = t
+        ticks.append(_Tick(t, latest, obs, status))
+
+    # -- actions and episodes ---------------------------------------------------------------------------------
+    arm_times = [a[0] for a in arm]
+    grip_times = [g[0] for g in gripper]
+    by_episode: dict[int, list[tuple[_Tick, np.ndarray, np.ndarray]]] = collections.defaultdict(list)
+    episode_start: dict[int, _Tick] = {}
+    for n, tick in enumerate(ticks):
+        ep = int(tick.status.get("episode", 0))
+        first = episode_start.setdefault(ep, tick)
+        if tick.status.get("done"):
+            report.drop("final observation of an episode (no action follows)")
+            by_episode.setdefault(ep, [])
+            continue
+        nxt = ticks[n + 1] if n + 1 < len(ticks) else None
+        cmd = _command_for(arm, arm_times, tick, nxt)
+        if cmd is None:
+            report.drop("no arm command before the next observation")
+            continue
+        cmd_time, _, velocity = cmd
+        action = np.array([*velocity, _gripper_at(gripper, grip_times, cmd_time, default=-255.0)])
+        prev = [a for a in arm if _before(a, tick) and not _before(a, first)]
+        prev_v = prev[-1][2] if prev else np.zeros(4)
+        pg = bisect.bisect_left(grip_times, tick.log_time) - 1
+        prev_g = gripper[pg][1] if pg >= 0 and grip_times[pg] >= first.log_time else 0.0
+        by_episode[ep].append((tick, action, np.array([*prev_v, prev_g])))
+
+    low, high = (np.asarray(b) for b in spec.action_bounds())
+    episodes = []
+    sidecar = bag.read_sidecar(path) if Path(path).is_dir() else {}
+    for ep, rows in sorted(by_episode.items()):
+        ep_statuses = [s for _, _, s in statuses if int(s.get("episode", 0)) == ep]
+        complete = (not statuses) or any(s.get("done") for s in ep_statuses)
+        info = {"episode": ep, "steps": len(rows), "complete": bool(complete), "written": False}
+        if not rows:
+            info["why"] = "no step with an action"
+            report.episodes.append(info)
+            continue
+        if not complete and not keep_incomplete:
+            info["why"] = "incomplete (no done status: damage or the recorder stopped): success unknown"
+            report.drop("tick of an incomplete episode", len(rows))
+            report.episodes.append(info)
+            continue
+        actions = np.stack([a for _, a, _ in rows]).astype(np.float32)
+        outside = int(np.count_nonzero(np.any((actions < low) | (actions > high), axis=1)))
+        obs: dict[str, list[Any]] = collections.defaultdict(list)
+        for tick, _, prev in rows:
+            q, dq, fq, fdq = tick.obs["joints"]
+            for k in cameras:
+                obs[k].append(tick.obs[k])
+            obs["proprio/joint_angles"].append(q)
+            obs["proprio/joint_velocities"].append(dq)
+            obs["proprio/tool_pose"].append(tick.obs["pose"])
+            obs["proprio/gripper"].append(wire.gripper_state(fq, fdq, closing=prev[4] > 0))
+            obs["proprio/previous_action"].append(prev)
+        observations = {k: np.stack(v).astype(np.uint8 if k in cameras else np.float32) for k, v in obs.items()}
+        rewards = np.array([1.0 if t.status.get("stacked") else 0.0 for t, _, _ in rows], np.float32)
+        last_status = ep_statuses[-1] if ep_statuses else rows[-1][0].status
+        meta = {
+            "task": sidecar.get("task", "rgb_stacking"), "triplet": last_status.get("triplet", sidecar.get("triplet")),
+            "success": bool(last_status.get("success", False)), "return": float(rewards.sum()),
+            "policy": sidecar.get("policy", ""), "seed": sidecar.get("seed"), "episode": ep,
+            "source_log": str(path), "start_stamp": rows[0][0].stamp, "end_stamp": rows[-1][0].stamp,
+            "complete": bool(complete), "actions_outside_spec": outside,
+        }
+        episode = Episode(spec, observations, {specs.ACTION_KEY: actions}, rewards, meta,
+                          {"stamp": np.array([t.stamp for t, _, _ in rows]),
+                           "log_time_ns": np.array([t.log_time for t, _, _ in rows], np.int64)})
+        episode.validate()
+        info.update(written=True, success=meta["success"], **{"return": meta["return"]})
+        report.episodes.append(info)
+        report.kept += len(rows)
+        episodes.append(episode)
+    return episodes, report
+
+
+def convert_logs(logs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, **kw: Any) -> list[ConvertReport]:
+    """Convert each log; write ``<log name>_ep<k>.h5`` and ``<log name>.report.json`` under ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reports = []
+    for log in logs:
+        episodes, report = log_to_episodes(log, **kw)
+        name = Path(log).name.removesuffix(".mcap")
+        for e in episodes:
+            path = write_episode(out / f"{name}_ep{e.metadata['episode']:06d}", e)
+            next(i for i in report.episodes if i["episode"] == e.metadata["episode"])["file"] = str(path)
+        (out / f"{name}.report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
+        reports.append(report)
+    return reports
+
+
+def find_logs(root: str | os.PathLike) -> list[Path]:
+    """rosbag2 folders (with .mcap files) under ``root``, or ``root`` itself."""
+    root = Path(root)
+    if root.is_file() or any(root.glob("*.mcap")):
+        return [root]
+    return sorted(p.parent for p in root.rglob("*.mcap") if p.parent != root) if root.is_dir() else []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="gato-log-convert", description="rosbag2/MCAP logs -> HDF5 training episodes")
+    ap.add_argument("logs", nargs="+", help="rosbag2 folders, .mcap files, or folders holding them")
+    ap.add_argument("--out", required=True, help="output folder for episodes and reports")
+    ap.add_argument("--slop", type=float, default=0.025, help="stamp tolerance between inputs (s)")
+    ap.add_argument("--keep-incomplete", action="store_true", help="also write episodes without a done status")
+    args = ap.parse_args(argv)
+    logs = [p for root in args.logs for p in find_logs(root)]
+    if not logs:
+        print("no logs found", flush=True)
+        return 2
+    for r in convert_logs(logs, args.out, slop_s=args.slop, keep_incomplete=args.keep_incomplete):
+        written = sum(e["written"] for e in r.episodes)
+        print(f"{r.log}: {written}/{len(r.episodes)} episodes, {r.kept}/{r.ticks} ticks kept; dropped {r.dropped}")
+        for d in r.read.get("damage", []):
+            print(f"  damage: {d}")
+    return 0
