@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gato-installed
-PIP := $(BIN)/python -m pip --disable-pip-version-check --no-input -q --progress-bar off
+PIP_INSTALL := $(BIN)/python -m pip --disable-pip-version-check --no-input install -q --progress-bar off
 
 .PHONY: setup demo test lint bench clean
 
@@ -15,8 +15,8 @@ setup: $(STAMP)
 
 $(STAMP): setup.py setup.cfg requirements/assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e ".[dev]"
-	$(PIP) install --no-deps -r requirements/assets.txt
+	$(PIP_INSTALL) -e ".[dev]"
+	$(PIP_INSTALL) --no-deps -r requirements/assets.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
