@@ -59,6 +59,61 @@ class ModelSection:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
+DOMAIN_KINDS = ("babyai", "metaworld", "rgb_stacking", "episodes", "text", "caption", "vqa")  # gato_robot.domains
+
+
+@dataclasses.dataclass
+class DomainConfig:
+    """One data source of a multi-domain mixture (``data.domains``; see docs/domains.md).
+
+    ``kind``: control episodes (``babyai``, ``metaworld``, ``rgb_stacking``, ``episodes``: HDF5 episode folders),
+    ``text`` (.txt/.md/.jsonl files or folders), ``caption`` (COCO-style captions.json + images) or ``vqa``
+    (VQA-style questions.json/annotations.json + images). ``weight``: relative sampling probability.
+    ``rollout_tasks``: levels/tasks/triplets evaluated by rolling out the policy (babyai, metaworld, rgb_stacking).
+    On the command line: ``--set data.domains=babyai:DIR@2#GoToRedBall,text:FILE_OR_DIR@0.5`` (kind:paths@weight
+    #rollout tasks, paths and tasks joined by '+', name = kind); anything more in a ``--config`` JSON.
+    """
+
+    name: str
+    kind: str
+    paths: tuple[str, ...] = ()
+    weight: float = 1.0
+    eval_paths: tuple[str, ...] = ()  # held-out data; empty: data.eval_fraction of this domain's data
+    return_fraction: float = 0.8  # Gato's filter (control): keep return >= this x the expert's; 0 keeps all
+    image_size: int = 64  # caption/vqa: images resized to this square size (multiple of 16)
+    images: str | None = None  # caption/vqa: image folder; None: <json folder>/images
+    text_field: str = "text"  # text: the JSONL field holding a document
+    rollout_tasks: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.paths, self.eval_paths, self.rollout_tasks = tuple(self.paths), tuple(self.eval_paths), tuple(
+            self.rollout_tasks)
+        where = f"data.domains[{self.name!r}]"
+        if not self.name:
+            raise ValueError("data.domains: every domain needs a name")
+        _choice(where, "kind", self.kind, DOMAIN_KINDS)
+        if not self.paths:
+            raise ValueError(f"{where}: no paths; point it at the generated or downloaded data")
+        if not self.weight > 0:
+            raise ValueError(f"{where}.weight must be positive, got {self.weight}")
+        _fraction(where, return_fraction=self.return_fraction)
+        if self.image_size <= 0 or self.image_size % 16:
+            raise ValueError(f"{where}.image_size must be a positive multiple of 16, got {self.image_size}")
+        if self.rollout_tasks and self.kind not in ("babyai", "metaworld", "rgb_stacking"):
+            raise ValueError(f"{where}: rollout_tasks need an environment (babyai, metaworld, rgb_stacking)")
+
+    @classmethod
+    def parse(cls, text: str) -> DomainConfig:
+        """``kind:path[+path...][@weight][#rollout_task[+task...]]`` (name = kind), the command-line form."""
+        text, _, tasks = text.partition("#")
+        body, _, weight = text.partition("@")
+        kind, sep, paths = body.partition(":")
+        if not sep:
+            raise ValueError(f"domain {text!r}: expected kind:path[+path...][@weight], e.g. babyai:runs/d/babyai@2")
+        return cls(name=kind, kind=kind, paths=tuple(p for p in paths.split("+") if p),
+                   weight=float(weight) if weight else 1.0, rollout_tasks=tuple(t for t in tasks.split("+") if t))
+
+
 @dataclasses.dataclass
 class DataSection:
     """Where episodes come from and how training sequences are cut from them (see ``training/data.py``)."""
@@ -74,10 +129,18 @@ class DataSection:
     workers: int = 2  # DataLoader worker processes per rank (0: load in the training process)
     prefetch: int = 4  # batches prefetched per worker
     max_damaged: int = 10  # damaged episode files skipped (with their path) before the run stops
+    domains: tuple[DomainConfig, ...] = ()  # a multi-domain mixture (replaces train/eval/domain when given)
 
     def __post_init__(self) -> None:
         self.train = tuple(self.train)
         self.eval = tuple(self.eval)
+        self.domains = tuple(
+            d if isinstance(d, DomainConfig) else DomainConfig.parse(d) if isinstance(d, str) else DomainConfig(**d)
+            for d in self.domains
+        )
+        names = [d.name for d in self.domains]
+        if len(set(names)) != len(names):
+            raise ValueError(f"data.domains: names must be unique, got {names}")
         _fraction("data", eval_fraction=self.eval_fraction, prompt_fraction=self.prompt_fraction,
                   prompt_end_fraction=self.prompt_end_fraction)
         _positive("data", prompt_tokens=self.prompt_tokens, prefetch=self.prefetch)
@@ -132,6 +195,10 @@ class RunSection:
     eval_batches: int = 4
     sim_eval_every: int = 0  # simulated benchmark with the current weights; 0 disables
     sim_eval_episodes: int = 5
+    rollout_every: int = 0  # multi-domain: roll out the policy in each domain's environment; 0: only at the end
+    rollout_episodes: int = 10  # episodes per rollout task
+    rollout_temperature: float = 1.0  # rollouts sample actions (as Gato); 0: greedy (loops in BabyAI)
+    rollout_at_end: bool = True
     export_onnx: bool = False  # export the ONNX policy and its manifest at the end
     progress: bool = True  # tqdm progress bar (rank 0)
     tensorboard: bool = True
@@ -145,6 +212,8 @@ class RunSection:
                   threads=self.threads, log_every=self.log_every, checkpoint_every=self.checkpoint_every,
                   keep_checkpoints=self.keep_checkpoints, eval_batches=self.eval_batches,
                   sim_eval_episodes=self.sim_eval_episodes)
+        if self.rollout_every < 0 or self.rollout_episodes < 0 or self.rollout_temperature < 0:
+            raise ValueError("run.rollout_every, run.rollout_episodes and run.rollout_temperature must be >= 0")
         if self.eval_every < 0 or self.sim_eval_every < 0 or self.checkpoint_write_delay_s < 0:
             raise ValueError("run.eval_every, run.sim_eval_every and run.checkpoint_write_delay_s must be >= 0")
         if not self.out_dir:
@@ -183,8 +252,9 @@ class TrainConfig:
         if self.name == "finetune" and not self.model.init_from:
             raise ValueError("the finetune preset starts from a trained model: pass --init-from CHECKPOINT_DIR "
                              "(a folder with model.safetensors + config.json, e.g. <run>/checkpoints/step_...)")
-        if not self.data.train:
-            raise ValueError("no training data: pass --data DIR (episode folder) or --set data.train=DIR1,DIR2")
+        if not self.data.train and not self.data.domains:
+            raise ValueError("no training data: pass --data DIR (episode folder), --set data.train=DIR1,DIR2 or a "
+                             "multi-domain mixture (data.domains, e.g. --preset tiny-multidomain)")
         if self.optim.schedule == "cosine" and self.optim.warmup_steps >= (self.optim.decay_steps or self.run.steps):
             raise ValueError(
                 f"optim.warmup_steps {self.optim.warmup_steps} >= the cosine length "
@@ -244,6 +314,17 @@ def _pretrain(model: str, micro_batch: int, parallel: str = "auto") -> TrainConf
     )
 
 
+def _demo_domains(root: str) -> tuple[DomainConfig, ...]:
+    """The domains ``python -m gato_robot.domains.generate all --out ROOT`` writes, weighted towards control."""
+    return (
+        DomainConfig("babyai", "babyai", (f"{root}/babyai",), weight=0.4, rollout_tasks=("GoToRedBall",)),
+        DomainConfig("metaworld", "metaworld", (f"{root}/metaworld",), weight=0.4, rollout_tasks=("reach-v3",)),
+        DomainConfig("text", "text", (f"{root}/text",), weight=0.06),
+        DomainConfig("caption", "caption", (f"{root}/scenes",), weight=0.07),
+        DomainConfig("vqa", "vqa", (f"{root}/scenes",), weight=0.07),
+    )
+
+
 def _presets() -> dict[str, TrainConfig]:
     return {
         # A few minutes on a laptop CPU: the tiny model on small-image episodes.
@@ -254,6 +335,18 @@ def _presets() -> dict[str, TrainConfig]:
             optim=OptimSection(lr=1e-3, warmup_steps=20, weight_decay=0.1),
             run=RunSection(out_dir="runs/gato-tiny", steps=200, batch_size=8, device="cpu", precision="fp32",
                            log_every=10, checkpoint_every=50, eval_every=50, eval_batches=2),
+        ),
+        # Issue 8's target run: a tiny model on the generated BabyAI, Meta-World, text, caption and VQA data (CPU,
+        # ~20 minutes). Generate the data first: python -m gato_robot.domains.generate all --out runs/domains
+        "tiny-multidomain": TrainConfig(
+            name="tiny-multidomain",
+            model=ModelSection(preset="tiny", context=256),
+            data=DataSection(workers=1, prompt_fraction=0.0, domains=_demo_domains("runs/domains")),
+            optim=OptimSection(lr=1e-3, warmup_steps=50, weight_decay=0.1),
+            run=RunSection(out_dir="runs/gato-multidomain", steps=900, batch_size=16, device="cpu", precision="fp32",
+                           threads=2,
+                           log_every=25, checkpoint_every=250, eval_every=250, eval_batches=2, rollout_every=0,
+                           rollout_episodes=50),
         ),
         "79M": _pretrain("79M", micro_batch=32),
         "364M": _pretrain("364M", micro_batch=16),

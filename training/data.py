@@ -64,9 +64,12 @@ class EpisodeIndex:
     damaged: list[tuple[str, str]]  # (path, why)
 
     @classmethod
-    def build(cls, roots: Sequence[str], *, max_damaged: int, successful_only: bool = False) -> EpisodeIndex:
+    def build(cls, roots: Sequence[str], *, max_damaged: int, successful_only: bool = False,
+              return_fraction: float = 0.0) -> EpisodeIndex:
+        """``return_fraction`` > 0 applies Gato's filter per task (``gato_robot.domains.control``): keep episodes
+        whose metadata ``return`` is at least that fraction of the task's expert return."""
         paths = [p for r in roots for p in _expand(r)]
-        episodes, damaged = [], []
+        episodes, damaged, metas = [], [], []
         for p in paths:
             try:
                 with EpisodeReader(p) as r:
@@ -83,6 +86,20 @@ class EpisodeIndex:
             if length == 0 or (successful_only and not meta.get("success", False)):
                 continue
             episodes.append(EpisodeInfo(str(p), length, str(meta.get("task", "default")), spec))
+            metas.append(meta)
+        if return_fraction > 0:
+            from gato_robot.domains.control import passes_return_filter
+
+            keep = [True] * len(episodes)
+            for task in _group(episodes):
+                rows = [i for i, e in enumerate(episodes) if e.task == task]
+                for i, ok in zip(rows, passes_return_filter([metas[i] for i in rows], return_fraction)):
+                    keep[i] = ok
+            dropped = len(episodes) - sum(keep)
+            if dropped:
+                log.info("return filter (>= %.0f%% of the expert's): %d of %d episodes dropped",
+                         100 * return_fraction, dropped, len(episodes))
+            episodes = [e for e, k in zip(episodes, keep) if k]
         return cls(episodes, damaged)
 
     def split(self, eval_fraction: float) -> tuple[EpisodeIndex, EpisodeIndex]:
@@ -126,7 +143,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __init__(self, index: EpisodeIndex, *, context: int, seed: int, stream: int = TRAIN_STREAM,
                  prompt_fraction: float = 0.25, prompt_end_fraction: float = 0.5, prompt_tokens: int | None = None,
-                 domain_id: int = 0, train: bool = True, max_damaged: int = 10) -> None:
+                 domain_id: int = 0, train: bool = True, max_damaged: int = 10, text_targets: bool = True) -> None:
         if not index.episodes:
             raise DataError("no usable episodes (empty folders, all damaged, or all filtered out)")
         self.index, self.context, self.seed, self.stream = index, context, seed, stream
@@ -135,6 +152,7 @@ class WindowDataset(torch.utils.data.Dataset):
         if self.prompt_tokens >= context:
             raise ValueError(f"data.prompt_tokens {self.prompt_tokens} must be smaller than the context {context}")
         self.domain_id, self.train, self.max_damaged = domain_id, train, max_damaged
+        self.text_targets = text_targets  # False for control domains: instructions are context, actions the targets
         lengths = np.array([e.length for e in index.episodes], np.float64)
         self._cum = np.cumsum(lengths / lengths.sum())
         self._same_task = {t: [i for i, e in enumerate(index.episodes) if e.task == t] for t in _group(index.episodes)}
@@ -188,7 +206,7 @@ class WindowDataset(torch.utils.data.Dataset):
             self._bad.add(info.path)
             raise
         obs, act = zip(*((ep.observation(t), ep.action(t)) for t in range(len(ep))))
-        block = build_episode(tok, obs, act, first_timestep=first)
+        block = build_episode(tok, obs, act, first_timestep=first, text_targets=self.text_targets)
         return last_window(block, budget) if at_end else windows(block, budget)[0]
 
     def _prompt(self, e: int, from_end: bool, rng: np.random.Generator) -> TokenBlock:
@@ -281,7 +299,9 @@ def make_loader(dataset: WindowDataset, sampler: StepBatchSampler, *, workers: i
 def _fresh_files(worker_id: int) -> None:
     """A forked worker opens its own episode files: HDF5 handles inherited from the parent are not fork-safe."""
     ds = torch.utils.data.get_worker_info().dataset
-    ds._readers = OrderedDict()
+    for d in (ds, *getattr(ds, "datasets", ())):  # a mixture's control domains too
+        if hasattr(d, "_readers"):
+            d._readers = OrderedDict()
 
 
 def first_spec(index: EpisodeIndex) -> RobotSpec:

@@ -111,6 +111,8 @@ class Trainer:
         np.random.seed(r.seed % 2**32)
 
     def _build_data(self) -> None:
+        if self.cfg.data.domains:
+            return self._build_mixture()
         d, c = self.cfg.data, self.cfg
         index = data.EpisodeIndex.build(d.train, max_damaged=d.max_damaged, successful_only=d.successful_only)
         if d.eval:
@@ -126,12 +128,28 @@ class Trainer:
                       prompt_end_fraction=d.prompt_end_fraction, prompt_tokens=d.prompt_tokens,
                       max_damaged=d.max_damaged)
         self.domains = [d.domain]
+        self.domain_eval_sets: list[Any] = []
+        self.domain_specs: dict[str, Any] = {}
         self.train_set = data.WindowDataset(train_index, stream=data.TRAIN_STREAM, train=True, **common)
         self.eval_set = (data.WindowDataset(eval_index, stream=data.EVAL_STREAM, train=False, **common)
                          if len(eval_index) else None)
         if self.dist.is_main:
             log.info("data: %d training episodes, %d held out, %d damaged; context %d tokens", len(train_index),
                      len(eval_index), len(index.damaged), self.context)
+
+    def _build_mixture(self) -> None:
+        """``data.domains``: a deterministic mixture (``training/mixture.py``), held-out data per domain."""
+        from gato_robot.training import mixture
+
+        c = self.cfg
+        self.context = c.model.context or model_config(c).context
+        self.train_set, self.domain_eval_sets, self.domains, spec, self.domain_specs = mixture.build(c, self.context)
+        self.spec = spec if spec is not None else mixture.text_only_spec()
+        self.eval_set = next((e for e in self.domain_eval_sets if e is not None), None)
+        self.domain_tokens = {name: 0 for name in self.domains}
+        if self.dist.is_main:
+            log.info("data: %d domains %s, weights %s; context %d tokens", len(self.domains), self.domains,
+                     [round(float(w), 3) for w in self.train_set.weights], self.context)
 
     def _build_model(self) -> None:
         c = self.cfg
@@ -218,10 +236,16 @@ class Trainer:
                 signal.signal(signal.SIGTERM, previous)
         if self._last_saved != self.step:
             self.save()
+        if self.cfg.data.domains and r.rollout_at_end and self.step >= r.steps:
+            summary_rollouts = self.rollouts()
+        else:
+            summary_rollouts = None
         if self._writer is not None:
             self._writer.close()
         summary = {"step": self.step, "loss": last.loss if last else None, "samples": self.samples,
                    "checkpoint": str(checkpointing.latest_valid(self.ckpt_root)) if self.dist.is_main else None}
+        if summary_rollouts:
+            summary["rollouts"] = summary_rollouts
         if r.export_onnx and self.dist.is_main and self.step >= r.steps:
             summary["onnx"] = self.export()
         return summary
@@ -302,10 +326,15 @@ class Trainer:
 
     def _record(self, res: StepResult, lr: float, micro: Sequence[Mapping[str, torch.Tensor]],
                 window: dict[str, float], bar: Any) -> None:
+        row = {"step": self.step, "loss": res.loss, "grad_norm": res.grad_norm, "lr": lr, "tokens": res.tokens,
+               "targets": res.targets}
+        if len(self.domains) > 1:  # per-domain sequences, tokens and targets of this step (this rank's share)
+            row["domains"] = self._domain_counts(micro)
+            for name, n in row["domains"].items():
+                self.domain_tokens[name] = self.domain_tokens.get(name, 0) + n["tokens"]
         if self.dist.is_main:
             with open(self.out_dir / METRICS, "a") as f:
-                f.write(json.dumps({"step": self.step, "loss": res.loss, "grad_norm": res.grad_norm, "lr": lr,
-                                    "tokens": res.tokens, "targets": res.targets}) + "\n")
+                f.write(json.dumps(row) + "\n")
         if bar is not None:
             bar.update(1)
         if self.step % self.cfg.run.log_every and self.step != self.cfg.run.steps:
@@ -316,6 +345,8 @@ class Trainer:
                    "perf/tokens_per_s": tok_s, "perf/step_s": elapsed / max(window["steps"], 1),
                    "perf/data_wait_frac": window["wait"] / max(elapsed, 1e-9)}
         scalars.update({f"train/loss_{k}": v for k, v in self._domain_losses(micro, res.loss).items()})
+        if len(self.domains) > 1:
+            scalars.update({f"data/tokens_{k}": float(v) for k, v in self.domain_tokens.items()})
         if self.dist.is_main:
             self._scalars(scalars)
             if bar is not None:
@@ -324,6 +355,17 @@ class Trainer:
                 log.info("step %d loss %.4f lr %.2e grad_norm %.3f tokens/s %.0f data_wait %.0f%%", self.step,
                          res.loss, lr, res.grad_norm, tok_s, 100 * scalars["perf/data_wait_frac"])
         window.update(t0=time.perf_counter(), wait=0.0, tokens=0, steps=0)
+
+    def _domain_counts(self, micro: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, dict[str, int]]:
+        out = {}
+        for d, name in enumerate(self.domains):
+            rows = [b["domain"] == d for b in micro]
+            seqs = sum(int(r.sum()) for r in rows)
+            if seqs:
+                out[name] = {"sequences": seqs,
+                             "tokens": sum(int(b["valid"][r].sum()) for b, r in zip(micro, rows)),
+                             "targets": sum(counted_targets({k: v[r] for k, v in b.items()}) for b, r in zip(micro, rows))}
+        return out
 
     def _domain_losses(self, micro: Sequence[Mapping[str, torch.Tensor]], total: float) -> dict[str, float]:
         """Per-domain loss of the last step. One domain: the total. Several: an extra no-grad forward per domain
@@ -359,12 +401,16 @@ class Trainer:
             self.save()
         if r.sim_eval_every and self.step % r.sim_eval_every == 0:
             self.sim_benchmark()
+        if r.rollout_every and self.step % r.rollout_every == 0 and self.step != r.steps:
+            self.rollouts()
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Held-out loss on fixed sequences (eval-mode patch positions, no dropout): the first
         ``eval_batches * batch_size`` of the held-out stream, whatever the number of ranks."""
         assert self.eval_set is not None
+        if len(self.domains) > 1:
+            return self._evaluate_domains()
         chunks = self.cfg.run.eval_batches * self.cfg.run.batch_size // self.micro
         self.model.eval()
         sums = torch.zeros(2, dtype=torch.float64, device=self.device)
@@ -384,6 +430,69 @@ class Trainer:
         if self.dist.is_main:
             self._scalars(result)
             log.info("step %d held-out loss %.4f", self.step, loss)
+        return result
+
+    def _evaluate_domains(self) -> dict[str, float]:
+        """Held-out loss per domain: the first ``eval_batches * batch_size`` sequences of each domain's held-out
+        stream (fixed, eval-mode patch positions), split over ranks; plus their target-weighted total."""
+        n = self.cfg.run.eval_batches * self.cfg.run.batch_size
+        self.model.eval()
+        sums = torch.zeros(len(self.domains), 2, dtype=torch.float64, device=self.device)
+        for d, ds in enumerate(self.domain_eval_sets):
+            if ds is None:
+                continue
+            for start in range(self.dist.rank * self.micro, n, self.micro * self.dist.world_size):
+                b = data.collate_samples([ds[i] for i in range(start, min(start + self.micro, n))])
+                count = counted_targets(b)
+                inputs, loss_mask, valid = to_inputs(b, self.device)
+                with self._autocast():
+                    out = self.model(inputs, loss_mask=loss_mask, valid=valid, return_logits=False)
+                sums[d] += torch.tensor([out.loss.double().item() * count, count], dtype=torch.float64,
+                                        device=self.device)
+        self.model.train()
+        sums = self.dist.all_reduce_sum(sums)
+        total = sums.sum(0)
+        result = {"eval/loss": (total[0] / total[1].clamp(min=1)).item()}
+        result.update({f"eval/loss_{name}": (sums[d, 0] / sums[d, 1]).item()
+                       for d, name in enumerate(self.domains) if sums[d, 1] > 0})
+        if self.dist.is_main:
+            self._scalars(result)
+            log.info("step %d held-out loss %s", self.step, {k: round(v, 4) for k, v in result.items()})
+        return result
+
+    def rollouts(self) -> dict[str, float]:
+        """Success rates from rolling out the current weights in each domain's environment (actions sampled at
+        ``run.rollout_temperature``): the domains with ``rollout_tasks``, ``run.rollout_episodes`` episodes per task
+        (rank 0; others wait). Also written to ``<out_dir>/rollouts.jsonl``. A failing environment is logged, never
+        fatal."""
+        from gato_robot.domains import rollouts as env_rollouts
+        from gato_robot.model.policy import TorchPolicy
+
+        result: dict[str, float] = {}
+        episodes = self.cfg.run.rollout_episodes
+        threads = torch.get_num_threads()
+        if self.dist.is_main and episodes:
+            torch.set_num_threads(1)  # one step is a few tiny matmuls: more threads only add contention (8x slower)
+            for d in self.cfg.data.domains:
+                if not d.rollout_tasks or d.name not in self.domain_specs:
+                    continue
+                policy = TorchPolicy(self.model, self.domain_specs[d.name], device=self.device,
+                                     temperature=self.cfg.run.rollout_temperature, seed=self.cfg.run.seed)
+                for task in d.rollout_tasks:
+                    try:
+                        r = env_rollouts.rollout(d.kind, policy, task, episodes)
+                    except Exception as e:  # a missing simulator or an env error must not take the run down
+                        log.warning("rollout %s/%s failed: %s: %s", d.name, task, type(e).__name__, e)
+                        continue
+                    result[f"rollout/success_{d.name}_{task}"] = r.success_rate
+                    with open(self.out_dir / "rollouts.jsonl", "a") as f:
+                        f.write(json.dumps({"step": self.step, "domain": d.name, **r.as_dict()}) + "\n")
+                    log.info("step %d rollout %s %s: success %d/%d (%.1f%%)", self.step, d.name, task, r.successes,
+                             r.episodes, 100 * r.success_rate)
+            self.model.train()
+            torch.set_num_threads(threads)
+            self._scalars(result)
+        self.dist.barrier()
         return result
 
     def _trainer_state(self) -> dict[str, Any]:
