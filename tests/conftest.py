@@ -28,6 +28,18 @@ def random_action(spec: RobotSpec, rng: np.random.Generator) -> np.ndarray:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Small ops: one thread is as fast alone and far faster when other processes share the cores.
+    Model test modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch  # lazily: core tests never import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def small_spec() -> RobotSpec:
     """Two 32x32 cameras, 9 proprio values, a 3-D action: the RGB-stacking shape at a test size."""
     return RobotSpec(

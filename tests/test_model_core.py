@@ -12,16 +12,9 @@ from gato_robot.model.gato import Gato
 from gato_robot.model.kv_cache import attention_mask, banded_causal_mask, capacity_for, slot_positions, write_slots
 from gato_robot.model.sampling import restrict, sample_in_range
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ATOL = 1e-5
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small ops: one thread is as fast alone and far faster when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def random_inputs(b: int, t: int, seed: int = 0) -> GatoInputs:

@@ -19,16 +19,9 @@ from gato_robot.model.embedding import inputs_from_batch
 from gato_robot.model.gato import Gato
 from gato_robot.model.policy import TorchPolicy
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ACTION_LOW, ACTION_HIGH = (-1.0, -1.0, -2.0), (1.0, 1.0, 2.0)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small ops: one thread is as fast alone and far faster when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def two_camera_spec() -> RobotSpec:
