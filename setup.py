@@ -36,7 +36,7 @@ EXTRAS = {
             "matplotlib>=3.8", "tqdm>=4.60"],
     "train": TORCH + ["h5py>=3.10", "tqdm>=4.60", "tensorboard>=2.15"],
     "ros-wheels": ROS_WHEELS,
-    "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.8"],
+    "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.8", "colcon-common-extensions>=0.3"],  # colcon: build test
     # issue 8's domains: BabyAI (minigrid, pulls pygame-ce), Meta-World (pins its MuJoCo), PNG/JPEG reading
     "domains": ["minigrid>=3.0", "metaworld>=3.1", "imageio>=2.30", "h5py>=3.10"],
     # rosbag2 / MCAP logs: pure Python, no ROS install needed

@@ -28,9 +28,13 @@ SENSOR_QOS = qos_profile_sensor_data
 # Commands and status: reliable (a best-effort publisher never reaches a reliable subscriber).
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                          durability=DurabilityPolicy.VOLATILE)
-# The tokenized observation and the action tokens: reliable, keep last 1 (only the newest step matters).
+# The tokenized observation and the action tokens: reliable. The stack's subscribers keep the last 1 (only the
+# newest step matters); the publishers keep the last 10, so a slower reliable reader (a recorder, a test probe)
+# still receives every step: a depth-1 reliable writer drops a sample that a busy reader has not yet acknowledged.
 PIPELINE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                           durability=DurabilityPolicy.VOLATILE)
+PIPELINE_PUB_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                              durability=DurabilityPolicy.VOLATILE)
 
 # Topic and service names of the contract (docs/ros.md); parameters override the configurable ones.
 OBSERVATION_TOPIC = "/gato/observation"

@@ -73,7 +73,7 @@ class PolicyNode(LifecycleNode):
             self.policy = None
             return TransitionCallbackReturn.FAILURE
         self.state = self.policy.initial_state()
-        self.pub = self.create_lifecycle_publisher(Image, common.ACTION_TOKENS_TOPIC, common.PIPELINE_QOS)
+        self.pub = self.create_lifecycle_publisher(Image, common.ACTION_TOKENS_TOPIC, common.PIPELINE_PUB_QOS)
         self.obs_sub = self.create_subscription(Image, common.OBSERVATION_TOPIC, self.on_observation,
                                                 common.PIPELINE_QOS)
         self.get_logger().info(

@@ -71,7 +71,7 @@ class TokenizerNode(Node):
         self.rejected = self.reject_log.counts  # what -> messages rejected, for diagnostics
         self._last_status: tuple[Status, str] | None = None
 
-        self.pub = self.create_publisher(Image, common.OBSERVATION_TOPIC, common.PIPELINE_QOS)
+        self.pub = self.create_publisher(Image, common.OBSERVATION_TOPIC, common.PIPELINE_PUB_QOS)
         self.diag = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
         for key, topic in zip(self.camera_keys, topics):
             self.create_subscription(Image, topic, lambda m, k=key: self.on_camera(k, m), common.SENSOR_QOS)
