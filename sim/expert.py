@@ -33,6 +33,13 @@ FINGER_REACH = 0.076  # m from the grasp centre to the outside of an open finger
 FINGER_HALF_WIDTH = 0.02  # m: half the finger's width plus a margin
 HAND_HALF = (0.11, 0.04)  # m: the hand's half extent along and across the fingers' axis, plus a margin
 HAND_ABOVE_TCP = 0.032
+MAX_PUSHES = 3  # tries at tipping blue onto a flat top
+PUSH_DEADLINE = 220  # steps: no push starts later (red still needs ~120 steps and the 20-step hold)
+PUSH_DISTANCE = 0.12  # m
+TIP_RATIO = 0.9  # tip a ridged prism onto its end only if its height exceeds this fraction of its length
+TIP_MIN_LENGTH = 0.06  # m: ... and it is this long (shorter ridged blues, b5, b6, s0, do better pushed across)
+PUSH_DROP = 0.02  # m: the TCP starts this far below blue's ridge
+PUSH_RISE = 0.04  # m: the TCP rises this much over the push (finger friction lifts the pushed end)
 GAIN = 3.0  # 1/s: proportional gain from position error to commanded velocity
 
 
@@ -51,9 +58,11 @@ class ExpertState:
     avoid_yaw: float | None = None  # a grasp yaw whose descent was blocked: avoid it next time
     last_z: float = 1.0  # TCP height some steps ago, to notice a blocked descent
     adjustments: int = 0  # re-aims before releasing red in this attempt
-    toppled: bool = False  # blue was pushed over once (its top was a ridge)
+    pushes: int = 0  # pushes that tried to tip blue onto a flat top (its top was a ridge)
+    t: int = 0  # control steps since the episode began
     push_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
     push_dir: tuple[float, float] = (0.0, 0.0)
+    push_along: bool = False  # the push runs along blue's ridge (tips it onto its end) rather than across
 
 
 def _width(points_xy: np.ndarray, angle: float) -> tuple[float, float, float]:
@@ -143,30 +152,49 @@ def _top_face_centre(v: np.ndarray) -> tuple[np.ndarray, float]:
     return face[:, :2].mean(axis=0), top
 
 
-def _topple_push(v: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _topple_push(v: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """If the object's top is a ridge (fewer than 3 vertices within 4 mm of its top), where to start a push that
-    tips it over (TCP start point) and the push direction (unit xy, across the ridge, toward the basket centre);
-    else None."""
+    tips it onto a face with a flat top (TCP start point), the push direction (unit xy) and whether the push runs
+    along the ridge; else None.
+
+    A ridge between two vertices is the top edge of a prism lying on a side face (b3's quadrilateral prism): no
+    two of its side faces are parallel, so rolling it across the ridge only brings up another ridge. The push
+    therefore runs along the ridge, high on the end face, and tips the prism up onto its end cap, whose opposite
+    cap is a flat top, if the prism is about as tall as long. Otherwise (or for a single top vertex) the push goes
+    across, toward the basket centre, once."""
     v = np.unique(v, axis=0)
     top = float(v[:, 2].max())
     ridge = v[v[:, 2] > top - 0.004]
     if len(ridge) >= 3:
         return None
+    to_centre = ws.BASKET_CENTER[:2] - centre[:2]
+    along = np.zeros(2)
     if len(ridge) == 2 and np.linalg.norm(ridge[1, :2] - ridge[0, :2]) > 1e-3:
         along = (ridge[1, :2] - ridge[0, :2]) / np.linalg.norm(ridge[1, :2] - ridge[0, :2])
+    length = _width(v[:, :2], float(np.arctan2(along[1], along[0])))[0]
+    bottom = float(v[:, 2].min())
+    lying = int((v[:, 2] < bottom + 0.003).sum()) >= 3  # resting on a face, not leaning on something
+    if np.any(along) and lying and length >= TIP_MIN_LENGTH and top - bottom > TIP_RATIO * length:
+        if along @ to_centre < 0:
+            along = -along
+        mid = ridge[:, :2].mean(axis=0)
+        back = float(np.max((v[:, :2] - mid) @ -along))  # the end face's farthest point behind the ridge's middle
+        z = max(top - PUSH_DROP, ws.BOX_LO[2] + 0.001)
+        start = np.array([*(mid - along * (back + 0.026)), z])
+        start[:2] = np.clip(start[:2], ws.BOX_LO[:2], ws.BOX_HI[:2])
+        return start, along, True
+    if np.any(along):
         across = np.array([-along[1], along[0]])
     else:
-        across = ws.BASKET_CENTER[:2] - centre[:2]
-        if np.linalg.norm(across) < 1e-3:
-            across = np.array([1.0, 0.0])
+        across = to_centre if np.linalg.norm(to_centre) > 1e-3 else np.array([1.0, 0.0])
         across = across / np.linalg.norm(across)
-    if across @ (ws.BASKET_CENTER[:2] - centre[:2]) < 0:
+    if across @ to_centre < 0:
         across = -across
     mid = ridge[:, :2].mean(axis=0)
     z = max(top - 0.015, ws.BOX_LO[2] + 0.001)
     start = np.array([*(mid - across * 0.055), z])
     start[:2] = np.clip(start[:2], ws.BOX_LO[:2], ws.BOX_HI[:2])
-    return start, across
+    return start, across, False
 
 
 def _resting_on(verts: np.ndarray, upper: int, lower: int) -> bool:
@@ -197,7 +225,7 @@ class ScriptedExpert:
         centres = np.asarray(observation[env_lib.PRIVILEGED_POSES], np.float64)[:, :3]
         tool = np.asarray(observation["proprio/tool_pose"], np.float64)
         grasped = bool(observation["proprio/gripper"][2] > 0.5)
-        s = dataclasses.replace(state, steps_in_phase=state.steps_in_phase + 1)
+        s = dataclasses.replace(state, steps_in_phase=state.steps_in_phase + 1, t=state.t + 1)
         pos, yaw = tool[:3], ws.yaw_from_quat(tool[3:])
         phase = s.phase
 
@@ -209,12 +237,13 @@ class ScriptedExpert:
                     break
             if target == RED and self._stack_ok(verts) and not grasped:
                 return self._act(pos, yaw, pos, yaw, GRIPPER_OPEN), self._go(s, "watch")
-            if target == RED and not s.toppled and not grasped:
-                push = _topple_push(verts[BLUE], centres[BLUE])
-                if push is not None:  # red cannot rest on a ridge: push blue over onto a face first
-                    start, direction = push
-                    s = dataclasses.replace(s, toppled=True, push_start=tuple(start), push_dir=tuple(direction))
-                    return self._act(pos, yaw, pos, yaw, GRIPPER_CLOSE), self._go(s, "topple_above")
+            push = _topple_push(verts[BLUE], centres[BLUE]) if target == RED and not grasped else None
+            if push is not None and s.pushes < (MAX_PUSHES if push[2] else 1) and s.t < PUSH_DEADLINE:
+                # red cannot rest on a ridge: tip blue onto a flat-topped face first
+                start, direction, _ = push
+                s = dataclasses.replace(s, pushes=s.pushes + 1, push_start=tuple(start), push_dir=tuple(direction),
+                                        push_along=push[2])
+                return self._act(pos, yaw, pos, yaw, GRIPPER_CLOSE), self._go(s, "topple_above")
             if target != s.target:
                 s = dataclasses.replace(s, avoid_yaw=None)
             s = dataclasses.replace(self._replan(verts, centres, s, target, None), attempts=s.attempts + 1,
@@ -224,6 +253,8 @@ class ScriptedExpert:
         if phase.startswith("topple"):
             start, direction = np.array(s.push_start), np.array(s.push_dir)
             clear = self._clear_z(verts, s)
+            # the closed fingers side by side across the push: a broad pusher
+            push_yaw = ws.wrap_half_turn(-float(np.arctan2(direction[1], direction[0])))
             if phase == "topple_above":
                 goal = np.array([*start[:2], clear])
                 if pos[2] < clear - 0.03 and np.linalg.norm(pos[:2] - start[:2]) > 0.02:
@@ -233,13 +264,18 @@ class ScriptedExpert:
                 goal = start
                 nxt = self._go(s, "topple_push") if np.linalg.norm(pos - goal) < 0.006 else self._timeout(s, 40)
             elif phase == "topple_push":
-                goal = start + np.array([*direction * 0.09, 0.0])
-                nxt = self._go(s, "topple_up") if np.linalg.norm(pos - goal) < 0.008 else self._timeout(s, 50)
+                dist, rise = (PUSH_DISTANCE, PUSH_RISE) if s.push_along else (0.09, 0.0)
+                goal = start + np.array([*direction * dist, rise])
+                nxt = self._go(s, "topple_up") if np.linalg.norm(pos - goal) < 0.008 else self._timeout(s, 75 if s.push_along else 50)
             else:
                 goal = np.array([*pos[:2], clear + 0.02])
                 nxt = self._go(s, "plan") if pos[2] > clear else self._timeout(s, 40)
             vmax = 0.04 if phase == "topple_push" else ws.MAX_SPEED
-            return self._act(pos, yaw, goal, yaw, GRIPPER_CLOSE, vmax=vmax), nxt
+            turn = s.push_along and phase in ("topple_above", "topple_down")
+            goal_yaw = push_yaw if turn else yaw
+            if turn and phase == "topple_above" and abs(yaw - push_yaw) > 0.08:
+                nxt = s if s.steps_in_phase <= 80 else nxt
+            return self._act(pos, yaw, goal, goal_yaw, GRIPPER_CLOSE, vmax=vmax), nxt
         if phase == "approach":  # objects may still slide or rock: follow them until the descent starts
             s = self._replan(verts, centres, s, s.target, s.grasp_yaw)
             gxy = np.array(s.grasp_xy)

@@ -12,7 +12,7 @@ pytest.importorskip("pybullet")
 from gato_robot.data.episodes import EpisodeReader
 from gato_robot.sim import benchmark, collect
 from gato_robot.sim.env import RgbStackingEnv
-from gato_robot.sim.expert import ScriptedExpert, plan_grasp
+from gato_robot.sim.expert import ScriptedExpert, _topple_push, plan_grasp
 from gato_robot.sim.policies import make_policy
 from gato_robot.sim.rollout import run_episode
 
@@ -59,6 +59,29 @@ def test_grasp_closes_across_the_narrow_axis():
     np.testing.assert_allclose(xy, [0.6, 0.0], atol=1e-6)
     assert abs(abs(yaw) - np.pi / 2) < 1e-6
     assert 0.01 < z < 0.04
+
+
+def _prism(section_yz: list[tuple[float, float]], x_range: tuple[float, float]) -> np.ndarray:
+    """World vertices of a prism extruded along x from a (y, z) cross-section."""
+    return np.array([[x, y, z] for x in x_range for y, z in section_yz])
+
+
+def test_ridge_topped_long_prism_is_tipped_along_its_ridge():
+    # b3 lying on its widest side face: a quadrilateral section (no two sides parallel), so its top is a ridge
+    # along x; rolling it across the ridge only brings up another ridge, so the push runs along the ridge
+    section = [(0.062, 0.001), (0.115, 0.001), (0.123, 0.031), (0.087, 0.061)]
+    v = _prism(section, (0.634, 0.697))
+    start, direction, along = _topple_push(v, v.mean(axis=0))
+    assert along
+    np.testing.assert_allclose(np.abs(direction), [1.0, 0.0], atol=1e-6)
+    assert direction[0] < 0  # toward the basket centre (x = 0.6)
+    assert start[0] > 0.697 + 0.02 and start[2] > 0.03  # behind the far end face, high on it
+    # a short prism of the same section is pushed across the ridge instead
+    start, direction, along = _topple_push(_prism(section, (0.66, 0.70)), v.mean(axis=0))
+    assert not along and abs(direction[1]) > 0.99
+    # a flat top needs no push
+    cube = np.array([[x, y, z] for x in (0.6, 0.65) for y in (0.0, 0.05) for z in (0.0, 0.05)])
+    assert _topple_push(cube, cube.mean(axis=0)) is None
 
 
 def test_collect_writes_a_readable_episode(tmp_path):
