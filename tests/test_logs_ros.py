@@ -220,12 +220,7 @@ def test_launcher_record_logs_a_simulated_episode_that_converts_to_training_data
         probe.call(common.SIM_RESET_SERVICE, Trigger, timeout=30)
         probe.wait_for(lambda: any(out.glob("*/metadata.yaml")), 150, "the episode bag to be closed")
     finally:
-        launcher.send_signal(signal.SIGTERM)
-        try:
-            code = launcher.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(launcher.pid, signal.SIGKILL)
-            code = launcher.wait()
+        code = testing.stop_launcher(launcher)
         probe.close()
     assert code == 0, log.read_text()[-3000:]
     first = sorted(p.parent for p in out.glob("*/metadata.yaml"))[0]

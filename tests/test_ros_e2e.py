@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 
@@ -71,12 +70,7 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
         probe.wait_for(done, timeout=150, what="the episode to end")
         statuses = [json.loads(m.data) for _, m in probe.received(common.EPISODE_STATUS_TOPIC)]
     finally:
-        launcher.send_signal(signal.SIGTERM)
-        try:
-            code = launcher.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(launcher.pid, signal.SIGKILL)
-            code = launcher.wait()
+        code = testing.stop_launcher(launcher)
         probe.close()
     text = log.read_text()
     pids = [int(p) for p in re.findall(r"started \w+ \(pid (\d+)\)", text)]

@@ -88,25 +88,6 @@ def layout_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def untrained_policy(out: Path) -> Path:
-    """A random-weight ``tiny`` Gato for the 2-camera RGB-stacking spec, exported to ONNX (reused if present)."""
-    policy = out / "untrained_tiny_policy"
-    if (policy / "manifest.json").is_file():
-        return policy
-    import torch
-
-    from gato_robot.model.checkpoint import save_checkpoint
-    from gato_robot.model.config import preset
-    from gato_robot.model.export import export_onnx
-    from gato_robot.model.gato import Gato
-
-    torch.manual_seed(0)
-    spec = rgb_stacking_spec(2)
-    save_checkpoint(out / "untrained_tiny_checkpoint", Gato(preset("tiny")).eval(), spec, Tokenizer(spec).settings,
-                    metadata={"note": "random weights: a plumbing demo, not a trained policy"})
-    return export_onnx(out / "untrained_tiny_checkpoint", policy, parity_steps=3)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gato-demo", description=__doc__.split("\n\n")[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model
         if model is None:
             print("\nno --model given: exporting a random-weight tiny policy (it moves the arm; it cannot stack)")
-            model = untrained_policy(args.out)
+            from gato_robot.model.export import export_random_policy
+
+            model = export_random_policy(args.out / "untrained_tiny", parity_steps=3)
         print(f"\nROS 2 stack on the simulated robot: {args.steps} control steps with the policy in {model}")
         summary = run_stack_episode(model, args.out, steps=args.steps)
         (args.out / "stack_episode.json").write_text(json.dumps(summary, indent=2))

@@ -162,12 +162,6 @@ def build_episode(
     ])
 
 
-def episode_timesteps(episode: Any) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]]]:
-    """(observations, actions) lists from a :class:`gato_robot.data.episodes.Episode`-like object."""
-    n = len(episode)
-    return [episode.observation(t) for t in range(n)], [episode.action(t) for t in range(n)]
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Windows and batches
 # ----------------------------------------------------------------------------------------------------------

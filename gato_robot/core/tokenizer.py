@@ -389,12 +389,3 @@ class Tokenizer:
             else:
                 out.append(decode_mu_law(part - vocab.BIN_OFFSET))
         return np.concatenate(out).astype(np.float32)
-
-    def action_dict(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        """Split a flat action (as from :meth:`detokenize_action`) into the spec's keys and shapes."""
-        out, i = {}, 0
-        for s in self.spec.actions:
-            part = np.asarray(flat[i : i + s.size]).reshape(s.shape)
-            out[s.name] = part.astype(np.int64) if s.kind is Kind.DISCRETE else part
-            i += s.size
-        return out

@@ -228,6 +228,27 @@ def export_onnx(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *
     return out_dir
 
 
+def export_random_policy(root: str | os.PathLike, *, context: int | None = None, seed: int = 0,
+                         parity_steps: int = 2) -> Path:
+    """A random-weight ``tiny`` Gato for the 2-camera RGB-stacking spec: ``root/checkpoint`` and its ONNX export
+    ``root/policy`` (returned; reused when already there). For demos, tests and benchmarks of the plumbing: it
+    moves an arm, it cannot stack."""
+    from gato_robot.core.specs import rgb_stacking_spec
+    from gato_robot.model.checkpoint import save_checkpoint
+    from gato_robot.model.config import preset
+
+    root = Path(root)
+    out = root / "policy"
+    if (out / "manifest.json").is_file():
+        return out
+    torch.manual_seed(seed)
+    spec = rgb_stacking_spec(2)
+    cfg = preset("tiny") if context is None else preset("tiny", context=context)
+    save_checkpoint(root / "checkpoint", Gato(cfg).eval(), spec, Tokenizer(spec).settings,
+                    metadata={"note": "random weights: a plumbing demo, not a trained policy"})
+    return export_onnx(root / "checkpoint", out, parity_steps=parity_steps)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gato-export-onnx", description="Export a gato_robot checkpoint to ONNX.")
     ap.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")

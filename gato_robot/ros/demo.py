@@ -7,10 +7,8 @@ the front-left camera stream, then stops the stack with SIGTERM. Returns a summa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -64,13 +62,7 @@ def run_stack_episode(model_dir: str | os.PathLike, out_dir: str | os.PathLike, 
 
             probe.wait_for(done, timeout=timeout_s, what="the simulated episode to end")
         finally:
-            launcher.send_signal(signal.SIGTERM)
-            try:
-                code = launcher.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(launcher.pid, signal.SIGKILL)
-                code = launcher.wait()
+            code = testing.stop_launcher(launcher)
             probe.close()
     statuses = [json.loads(m.data) for _, m in probe.received(common.EPISODE_STATUS_TOPIC)]
     twists = [m for _, m in probe.received(common.TWIST_TOPIC)]

@@ -223,24 +223,21 @@ class FakeRobotSensors:
             self.cameras[c].publish(common.rgb_image(self.images[c], t, c))
 
 
+def stop_launcher(proc: subprocess.Popen, timeout: float = 40.0) -> int:
+    """SIGTERM a ``gato-stack`` launcher (it stops and reaps its nodes); SIGKILL its process group if it hangs.
+    Returns its exit code (0 after a clean stop)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
 # -- a tiny exported policy ---------------------------------------------------------------------------------
 def export_tiny_policy(root: Path, context: int = 512, seed: int = 0) -> Path:
     """A random-weight ``tiny`` Gato for the RGB-stacking spec, exported to ONNX (reused when already there)."""
-    out = root / "policy"
-    if (out / "manifest.json").is_file():
-        return out
-    import torch  # lazily: only the export needs torch
+    from gato_robot.model.export import export_random_policy  # lazily: only the export needs torch
 
-    from gato_robot.core.specs import rgb_stacking_spec
-    from gato_robot.core.tokenizer import Tokenizer
-    from gato_robot.model.checkpoint import save_checkpoint
-    from gato_robot.model.config import preset
-    from gato_robot.model.export import export_onnx
-    from gato_robot.model.gato import Gato
-
-    torch.manual_seed(seed)
-    spec = rgb_stacking_spec(2)
-    model = Gato(preset("tiny", context=context)).eval()
-    save_checkpoint(root / "checkpoint", model, spec, Tokenizer(spec).settings)
-    export_onnx(root / "checkpoint", out, parity_steps=2)
-    return out
+    return export_random_policy(root, context=context, seed=seed)
