@@ -1,4 +1,5 @@
-"""The ROS topic contract's array layouts (gato_robot.ros.wire): pure numpy, no rclpy needed."""
+"""The ROS topic contract's array layouts (gato_robot.ros.wire): pure numpy, no rclpy needed (the one test of the
+message helpers in gato_robot.ros.common skips without it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from gato_robot.core import vocab
+from gato_robot.core import tokenizer, vocab
 from gato_robot.core.specs import PANDA_ARM_JOINTS, rgb_stacking_spec
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.ros import wire
@@ -20,28 +21,101 @@ def test_observation_rows_round_trip_exactly():
     tok = Tokenizer(SPEC)
     block = tok.tokenize_observation(random_observation(SPEC, np.random.default_rng(0)))
     rows = wire.encode_observation_rows(block)
-    assert rows.shape == (SPEC.max_observation_tokens + 1, 775) and rows.dtype == np.float32
+    assert rows.shape == (SPEC.max_observation_tokens + 1, wire.ROW_BYTES) and rows.dtype == np.uint8
+    assert wire.ROW_BYTES == 796 and wire.HEAD_BYTES == 28
     back = wire.decode_observation_rows(rows)
     for f in dataclasses.fields(block):
         if f.name in ("loss_mask", "timestep"):
             continue  # not carried: inference needs neither
-        np.testing.assert_array_equal(getattr(back, f.name), getattr(block, f.name), err_msg=f.name)
-    # ids below 2^24 survive float32 exactly
-    assert np.all(rows[:, wire.COL_TOKEN].astype(np.int64) == block.tokens)
+        ours, theirs = getattr(back, f.name), getattr(block, f.name)
+        assert ours.shape == theirs.shape, f.name
+        np.testing.assert_array_equal(ours, theirs, err_msg=f.name)
+    # the policy's patch input is bit-identical to the tokenizer's (same dtype, same bytes)
+    assert back.patches.dtype == block.patches.dtype == np.float32
+    assert back.patches.tobytes() == block.patches.tobytes()
+    # the documented layout: int32 fields, then the patch's pixels
+    rec = rows.reshape(-1).view(wire.OBSERVATION_ROW)
+    np.testing.assert_array_equal(rec["token"], block.tokens)
+    img = block.kinds == vocab.TokenKind.IMAGE
+    np.testing.assert_array_equal(tokenizer.patch_values(rec["pixels"][img]),
+                                  block.patches.reshape(block.num_patches, -1))
+    assert not rec["pixels"][~img].any() and not rec["row_hi"][~img].any()
+
+
+def test_patch_values_are_the_patchify_formula_and_invert_exactly():
+    pixels = np.arange(256, dtype=np.uint8)
+    formula = pixels.astype(np.float32) * (2.0 / 255.0) - 1.0
+    formula /= vocab.PATCH_SCALE
+    assert tokenizer.patch_values(pixels).tobytes() == formula.tobytes()
+    image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    patches, _, _ = tokenizer.patchify(image)
+    grid = image.reshape(2, 16, 3, 16, 3).swapaxes(1, 2).reshape(-1, 16, 16, 3)
+    old = grid.astype(np.float32) * (2.0 / 255.0) - 1.0  # patchify before patch_values existed
+    old /= vocab.PATCH_SCALE
+    assert patches.tobytes() == old.tobytes()
+    np.testing.assert_array_equal(wire.patch_pixels(tokenizer.patch_values(pixels)), pixels)
+    for bad in (np.float32(0.1), np.float32(np.nan), np.float32(0.3), np.float32(-0.26)):
+        with pytest.raises(ValueError):
+            wire.patch_pixels(np.array([bad]))
+    with pytest.raises(ValueError):
+        tokenizer.patch_values(np.array([1.0]))  # pixels must be uint8
+
+
+def test_former_float_rows_convert_exactly():
+    tok = Tokenizer(SPEC)
+    block = tok.tokenize_observation(random_observation(SPEC, np.random.default_rng(2)))
+    n = len(block)
+    floats = np.zeros((n, wire.FLOAT_ROW_WIDTH), np.float32)  # the former 32FC1 layout
+    floats[:, 0], floats[:, 1], floats[:, 2] = block.tokens, block.kinds, block.local_pos
+    img = np.flatnonzero(block.kinds == vocab.TokenKind.IMAGE)
+    floats[img, 3:5], floats[img, 5:7] = block.patch_rows, block.patch_cols
+    floats[img, 7:] = block.patches.reshape(block.num_patches, -1)
+    np.testing.assert_array_equal(wire.observation_from_float_rows(floats), wire.encode_observation_rows(block))
+    for bad in (floats[:, :774], floats.astype(np.float64), _with(floats, (0, 0), 0.5),
+                _with(floats, (img[0], 7), 0.1)):
+        with pytest.raises(ValueError):
+            wire.observation_from_float_rows(bad)
+
+
+def test_observation_messages_new_and_former_layout():
+    pytest.importorskip("rclpy")
+    from gato_robot.ros import common
+
+    block = Tokenizer(SPEC).tokenize_observation(random_observation(SPEC, np.random.default_rng(3)))
+    rows = wire.encode_observation_rows(block)
+    stamp = common.sec_to_stamp(1.5)
+    msg = common.array_image(rows, wire.OBSERVATION_ENCODING, stamp, SPEC.name)
+    assert (msg.encoding, msg.width, msg.step, len(msg.data)) == ("8UC1", 796, 796, rows.nbytes)
+    np.testing.assert_array_equal(common.observation_rows(msg), rows)
+    # an observation of the former float32 layout (an older log replayed) reads as the same rows
+    floats = np.zeros((len(block), wire.FLOAT_ROW_WIDTH), np.float32)
+    floats[:, 0], floats[:, 1], floats[:, 2] = block.tokens, block.kinds, block.local_pos
+    img = np.flatnonzero(block.kinds == vocab.TokenKind.IMAGE)
+    floats[img, 3:5], floats[img, 5:7] = block.patch_rows, block.patch_cols
+    floats[img, 7:] = block.patches.reshape(block.num_patches, -1)
+    old = common.array_image(floats, wire.FLOAT_OBSERVATION_ENCODING, stamp, SPEC.name)
+    np.testing.assert_array_equal(common.observation_rows(old), rows)
+    for field, value in (("encoding", "mono8"), ("width", 795), ("step", 795), ("is_bigendian", 1)):
+        bad = common.array_image(rows, wire.OBSERVATION_ENCODING, stamp)
+        setattr(bad, field, value)
+        with pytest.raises(ValueError):
+            common.observation_rows(bad)
 
 
 def test_observation_rows_reject_garbage():
     tok = Tokenizer(SPEC)
     rows = wire.encode_observation_rows(tok.tokenize_observation(random_observation(SPEC, np.random.default_rng(1))))
     cases = {
-        "wrong width": rows[:, :774],
-        "float64": rows.astype(np.float64),
+        "wrong width": rows[:, :-1],
+        "int32": rows.astype(np.int32),
+        "float rows": rows.astype(np.float32),
         "no separator": rows[:-1],
-        "fractional id": _with(rows, (-2, wire.COL_TOKEN), 32000.5),
-        "id beyond vocabulary": _with(rows, (-2, wire.COL_TOKEN), vocab.VOCAB_SIZE),
-        "unknown kind": _with(rows, (0, wire.COL_KIND), 9),
-        "nan patch": _with(rows, (0, wire.PATCH_COL), np.nan),
-        "bad interval": _with(rows, (0, wire.COL_ROW_HI), 0),
+        "id beyond vocabulary": _with_field(rows, -2, "token", vocab.VOCAB_SIZE),
+        "negative id": _with_field(rows, 0, "token", -1),
+        "unknown kind": _with_field(rows, 0, "kind", 9),
+        "bad interval": _with_field(rows, 0, "row_hi", 0),
+        "interval beyond the bins": _with_field(rows, 0, "col_hi", vocab.PATCH_POSITION_BINS + 1),
+        "local position too large": _with_field(rows, 0, "local_pos", vocab.MAX_TOKENS_PER_TIMESTEP),
         "empty": rows[:0],
     }
     for what, bad in cases.items():
@@ -53,6 +127,12 @@ def test_observation_rows_reject_garbage():
 def _with(rows: np.ndarray, index: tuple[int, int], value: float) -> np.ndarray:
     out = rows.copy()
     out[index] = value
+    return out
+
+
+def _with_field(rows: np.ndarray, row: int, field: str, value: int) -> np.ndarray:
+    out = rows.copy()
+    out.reshape(-1).view(wire.OBSERVATION_ROW)[field][row] = value
     return out
 
 

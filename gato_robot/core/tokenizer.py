@@ -153,12 +153,27 @@ def patchify(image: np.ndarray, key: str = "image") -> tuple[np.ndarray, np.ndar
     p = vocab.PATCH_SIZE
     # (H, W, 3) -> (H/p, p, W/p, p, 3) -> (H/p, W/p, p, p, 3): raster order over patches
     grid = img.reshape(h // p, p, w // p, p, 3).swapaxes(1, 2)
-    patches = grid.reshape(-1, p, p, 3).astype(np.float32) * (2.0 / 255.0) - 1.0
-    patches /= vocab.PATCH_SCALE
+    patches = patch_values(grid.reshape(-1, p, p, 3))
     rows = _intervals(h // p, h)
     cols = _intervals(w // p, w)
     n_cols = w // p
     return patches, np.repeat(rows, n_cols, axis=0), np.tile(cols, (h // p, 1))
+
+
+def patch_values(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels (any shape) to patch values, float32: ``(pixel / 255 * 2 - 1) / sqrt(patch_size)``.
+
+    The one formula: :func:`patchify` uses it, and a consumer that receives the pixels (the ROS observation
+    carries uint8 patches) rebuilds bit-identical patch values with it.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"patch pixels must be uint8, got {pixels.dtype}")
+    values = pixels.astype(np.float32)  # in place from here: float32 operations, no temporaries
+    values *= 2.0 / 255.0
+    values -= 1.0
+    values /= vocab.PATCH_SCALE
+    return values
 
 
 def _intervals(n: int, size: int) -> np.ndarray:

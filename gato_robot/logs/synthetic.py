@@ -69,8 +69,7 @@ def write_step(w: bag.BagWriter, conns: dict[str, Any], wall: int, t_sim: float,
         put(bag.camera_topic(c), image_msg(obs[f"camera/{c}"], t_sim, c), 400_000 + 100_000 * i)
     put("/gato/episode_status", T["std_msgs/msg/String"](data=json.dumps(status)), 700_000)
     if rows is not None:
-        put("/gato/observation", image_msg(rows.view(np.uint8).reshape(rows.shape[0], -1), t_sim, spec_name,
-                                           wire.OBSERVATION_ENCODING), 3_000_000)
+        put("/gato/observation", image_msg(rows, t_sim, spec_name, wire.OBSERVATION_ENCODING), 3_000_000)
     if action is None:
         return
     if tokens is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from array import array as byte_array
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,8 +85,9 @@ def declare(node: Node, name: str, default: Any, description: str, read_only: bo
 
 # -- messages -----------------------------------------------------------------------------------------------
 def array_image(array: np.ndarray, encoding: str, stamp: Time, frame_id: str = "") -> Image:
-    """A 2-D 32FC1/32SC1 array as a sensor_msgs/Image (little endian, rows contiguous)."""
+    """A 2-D array (8UC1 / 32SC1 / 32FC1) as a sensor_msgs/Image (little endian, rows contiguous)."""
     arr = np.ascontiguousarray(array)
+    arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
     msg = Image()
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
@@ -93,20 +95,31 @@ def array_image(array: np.ndarray, encoding: str, stamp: Time, frame_id: str = "
     msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = int(arr.shape[1] * arr.itemsize)
-    msg.data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    data = byte_array("B")
+    data.frombytes(arr.reshape(-1).view(np.uint8))  # one copy (bytes() and then array.array would be two)
+    msg.data = data
     return msg
 
 
 def observation_rows(msg: Image) -> np.ndarray:
-    """The (N, 775) float32 rows of a /gato/observation message (validated by wire.decode_observation_rows)."""
-    if msg.encoding != wire.OBSERVATION_ENCODING or msg.is_bigendian:
-        raise ValueError(f"observation must be little-endian {wire.OBSERVATION_ENCODING}, got {msg.encoding!r}")
-    if msg.width != wire.ROW_WIDTH or msg.step != 4 * wire.ROW_WIDTH:
-        raise ValueError(f"observation rows must be {wire.ROW_WIDTH} wide (step {4 * wire.ROW_WIDTH}), "
+    """The (N, 796) uint8 rows of a /gato/observation message (validated by wire.decode_observation_rows).
+    A message of the former float32 layout (32FC1, N x 775, e.g. from an older log) is converted exactly."""
+    if msg.is_bigendian:
+        raise ValueError("observation must be little endian")
+    if msg.encoding == wire.OBSERVATION_ENCODING:
+        width, itemsize, dtype = wire.ROW_BYTES, 1, np.uint8
+    elif msg.encoding == wire.FLOAT_OBSERVATION_ENCODING:
+        width, itemsize, dtype = wire.FLOAT_ROW_WIDTH, 4, np.float32
+    else:
+        raise ValueError(f"observation must be {wire.OBSERVATION_ENCODING} (or the former "
+                         f"{wire.FLOAT_OBSERVATION_ENCODING}), got {msg.encoding!r}")
+    if msg.width != width or msg.step != itemsize * width:
+        raise ValueError(f"{msg.encoding} observation rows must be {width} wide (step {itemsize * width}), "
                          f"got width {msg.width} step {msg.step}")
     if len(msg.data) != msg.height * msg.step:
         raise ValueError(f"observation carries {len(msg.data)} bytes, expected {msg.height * msg.step}")
-    return np.frombuffer(msg.data, np.float32).reshape(msg.height, wire.ROW_WIDTH)
+    rows = np.frombuffer(msg.data, dtype).reshape(msg.height, width)
+    return rows if dtype is np.uint8 else wire.observation_from_float_rows(rows)
 
 
 def rgb_image(image: np.ndarray, stamp: Time, frame_id: str) -> Image:

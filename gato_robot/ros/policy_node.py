@@ -6,8 +6,8 @@
 - the history (KV cache) resets on /gato/policy/reset (std_srvs/Trigger), at an episode boundary
   (/gato/episode_status's ``episode`` changes) and when observation stamps go backwards or jump by more than
   ``max_gap_s`` (a new stream).
-- publishes /gato/action_tokens (32SC1 1 x A, stamp = the observation's) and /diagnostics (step latency
-  p50/p99, provider, steps, resets).
+- publishes /gato/action_tokens (32SC1 1 x A, stamp = the observation's) and /diagnostics (ONNX step latency
+  p50/p99, decode + publish time around it p50/p99, provider, steps, resets).
 
 ``autostart`` (default true) configures and activates at start, as a lifecycle manager would.
 """
@@ -45,7 +45,8 @@ class PolicyNode(LifecycleNode):
         self.last_stamp: float | None = None
         self.episode: object = None
         self.steps = self.resets = self.errors = 0
-        self.latency_ms: collections.deque[float] = collections.deque(maxlen=1000)
+        self.latency_ms: collections.deque[float] = collections.deque(maxlen=1000)  # ONNX step
+        self.io_ms: collections.deque[float] = collections.deque(maxlen=1000)  # decode observation + publish tokens
         self.pub = None
         self.obs_sub = None
         self.create_service(Trigger, common.POLICY_RESET_SERVICE, self.on_reset)
@@ -139,14 +140,17 @@ class PolicyNode(LifecycleNode):
             if len(block) != self.policy.spec.max_observation_tokens + 1:
                 raise ValueError(f"{len(block)} tokens, the spec's observation has "
                                  f"{self.policy.spec.max_observation_tokens + 1}")
+            t1 = time.perf_counter()
             _, self.state = self.policy.step_tokens(block, self.state)
         except ValueError as e:
             self.errors += 1
             self.get_logger().error(f"observation rejected, not stepped: {e}", throttle_duration_sec=1.0)
             return
+        t2 = time.perf_counter()
         ids = self.state.action_tokens.astype(np.int32).reshape(1, -1)
         self.pub.publish(common.array_image(ids, wire.ACTION_TOKENS_ENCODING, msg.header.stamp, msg.header.frame_id))
-        self.latency_ms.append((time.perf_counter() - t0) * 1e3)
+        self.latency_ms.append((t2 - t1) * 1e3)  # the ONNX step alone
+        self.io_ms.append(((t1 - t0) + (time.perf_counter() - t2)) * 1e3)  # decode + publish around it
         self.last_stamp = stamp
         self.steps += 1
 
@@ -169,12 +173,15 @@ class PolicyNode(LifecycleNode):
     def publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name="gato_policy", hardware_id=str(self.model_dir))
         lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
+        io = np.asarray(self.io_ms) if self.io_ms else np.zeros(1)
         status.level = DiagnosticStatus.OK if self.active else DiagnosticStatus.WARN
         status.message = "active" if self.active else ("configured" if self.policy is not None else "unconfigured")
         status.values = [
             KeyValue(key="provider", value=self.policy.provider if self.policy is not None else ""),
             KeyValue(key="step_latency_p50_ms", value=f"{np.percentile(lat, 50):.3f}"),
             KeyValue(key="step_latency_p99_ms", value=f"{np.percentile(lat, 99):.3f}"),
+            KeyValue(key="decode_publish_p50_ms", value=f"{np.percentile(io, 50):.3f}"),
+            KeyValue(key="decode_publish_p99_ms", value=f"{np.percentile(io, 99):.3f}"),
             KeyValue(key="steps", value=str(self.steps)),
             KeyValue(key="resets", value=str(self.resets)),
             KeyValue(key="errors", value=str(self.errors)),

@@ -2,8 +2,9 @@
 
 Inputs (sensor-data QoS): one sensor_msgs/Image per spec camera (rgb8, bgr8, rgba8, bgra8, mono8; any size,
 resized to the spec), /joint_states (by name), /gato/tool_pose (geometry_msgs/PoseStamped). The previous action
-comes from the controller's last arm and gripper commands (reliable). Output: /gato/observation (32FC1 rows,
-reliable, keep last 1), header.stamp = the set's newest camera stamp, frame_id = the spec name.
+comes from the controller's last arm and gripper commands (reliable). Output: /gato/observation (8UC1 rows with
+the patches as uint8 pixels, ``gato_robot.ros.wire``; reliable, keep last 1), header.stamp = the set's newest camera
+stamp, frame_id = the spec name.
 
 Decisions live in pure code: synchronisation and staleness in ``gato_robot.core.sync``, decoding in
 ``gato_robot.ros.wire``, tokenization in ``gato_robot.core.tokenizer``.

@@ -3,13 +3,18 @@
 Every decoder raises ``ValueError`` with a message that says what was wrong, for the node's log line; the
 nodes turn ROS messages into the plain arguments these functions take (``gato_robot.ros.messages``).
 
-Observation rows (``/gato/observation``, sensor_msgs/Image, encoding 32FC1, one row per token)::
+Observation rows (``/gato/observation``, sensor_msgs/Image, encoding 8UC1, one row of 796 bytes per token)::
 
-    column  0      1     2          3       4       5       6       7 .. 774
-            token  kind  local_pos  row_lo  row_hi  col_lo  col_hi  768 patch values (16x16x3, row-major)
+    bytes   0..3   4..7  8..11      12..15  16..19  20..23  24..27  28 .. 795
+            token  kind  local_pos  row_lo  row_hi  col_lo  col_hi  768 patch pixels (16x16x3 uint8, row-major)
 
-``kind`` is ``gato_robot.core.vocab.TokenKind``; the row/column intervals and patch values are zero on rows
-that are not image patches. Ids below 2^24 are exact in float32 (the vocabulary has 33025).
+The first seven fields are little-endian int32 (:data:`OBSERVATION_ROW` is the layout, as a numpy dtype).
+``kind`` is ``gato_robot.core.vocab.TokenKind``; the row/column intervals and pixels are zero on rows that are not
+image patches. Patches travel as the 8-bit pixels they were made from; the receiver rebuilds the patch values
+with ``gato_robot.core.tokenizer.patch_values``, the tokenizer's own formula, so the policy's input is
+bit-identical to the tokenizer's (3.9x smaller than float32 values: 126 KB for the 2-camera spec, 158 rows, not 490 KB).
+The former float32 layout (32FC1, N x 775: the same seven columns as floats, then 768 patch values) is still
+read, by :func:`observation_from_float_rows`, so observations recorded with it replay to a current policy.
 """
 
 from __future__ import annotations
@@ -20,50 +25,67 @@ import numpy as np
 
 from gato_robot.core import vocab
 from gato_robot.core.sequence import TokenBlock
+from gato_robot.core.tokenizer import patch_values
 
 # -- observation rows ---------------------------------------------------------------------------------------
-COL_TOKEN, COL_KIND, COL_LOCAL_POS, COL_ROW_LO, COL_ROW_HI, COL_COL_LO, COL_COL_HI = range(7)
-PATCH_COL = 7
-ROW_WIDTH = PATCH_COL + vocab.PATCH_PIXELS  # 775
-OBSERVATION_ENCODING = "32FC1"
+HEAD_FIELDS = ("token", "kind", "local_pos", "row_lo", "row_hi", "col_lo", "col_hi")
+OBSERVATION_ROW = np.dtype([*((name, "<i4") for name in HEAD_FIELDS), ("pixels", "u1", (vocab.PATCH_PIXELS,))])
+ROW_BYTES = OBSERVATION_ROW.itemsize  # 796: the message's width (and step) in bytes
+HEAD_BYTES = OBSERVATION_ROW.fields["pixels"][1]  # 28: the seven int32 fields before the pixels
+HEAD_DTYPE = np.dtype("<i4")
+OBSERVATION_ENCODING = "8UC1"
+FLOAT_OBSERVATION_ENCODING = "32FC1"  # the former layout, read only
+FLOAT_ROW_WIDTH = len(HEAD_FIELDS) + vocab.PATCH_PIXELS  # 775 float32 columns
 ACTION_TOKENS_ENCODING = "32SC1"
 ACTION_ENCODING = "32FC1"
 MAX_ROWS = vocab.MAX_TOKENS_PER_TIMESTEP  # one timestep's tokens at most
-_EXACT_FLOAT32 = 1 << 24
+
+
+def patch_pixels(values: np.ndarray) -> np.ndarray:
+    """The uint8 pixels that patch values were made from (the inverse of ``patch_values``), or ValueError when the
+    values are not exactly the patch values of 8-bit pixels (the wire never changes what the policy sees)."""
+    values = np.asarray(values, np.float32)
+    k = values * np.float32(255.0 / 2.0 * vocab.PATCH_SCALE)  # (v * 4 + 1) * 127.5, rounded to the nearest pixel
+    k += np.float32(127.5)
+    np.rint(k, out=k)
+    np.clip(k, 0, 255, out=k)
+    with np.errstate(invalid="ignore"):  # NaN: any pixel, refused below
+        pixels = k.astype(np.uint8)
+    if not np.array_equal(patch_values(pixels), values):
+        raise ValueError("patch values must be exactly those of 8-bit pixels, (pixel / 255 * 2 - 1) / "
+                         f"{vocab.PATCH_SCALE:g}: finite and within +-{1.0 / vocab.PATCH_SCALE}")
+    return pixels
 
 
 def encode_observation_rows(block: TokenBlock) -> np.ndarray:
-    """A tokenized observation (one timestep, ending with the separator) as a (N, 775) float32 array."""
+    """A tokenized observation (one timestep, ending with the separator) as (N, 796) uint8 rows."""
     n = len(block)
     if n == 0 or n > MAX_ROWS:
         raise ValueError(f"an observation block has 1..{MAX_ROWS} tokens, got {n}")
-    rows = np.zeros((n, ROW_WIDTH), np.float32)
-    rows[:, COL_TOKEN] = block.tokens
-    rows[:, COL_KIND] = block.kinds
-    rows[:, COL_LOCAL_POS] = block.local_pos
     img = np.flatnonzero(block.kinds == vocab.TokenKind.IMAGE)
     if img.shape[0] != block.num_patches:
         raise ValueError(f"block has {img.shape[0]} image tokens but {block.num_patches} patches")
-    rows[img, COL_ROW_LO:COL_ROW_HI + 1] = block.patch_rows
-    rows[img, COL_COL_LO:COL_COL_HI + 1] = block.patch_cols
-    rows[img, PATCH_COL:] = block.patches.reshape(block.num_patches, vocab.PATCH_PIXELS)
+    head = np.zeros((n, len(HEAD_FIELDS)), HEAD_DTYPE)
+    head[:, 0], head[:, 1], head[:, 2] = block.tokens, block.kinds, block.local_pos
+    head[img, 3:5], head[img, 5:7] = block.patch_rows, block.patch_cols
+    rows = np.zeros((n, ROW_BYTES), np.uint8)
+    rows[:, :HEAD_BYTES] = head.view(np.uint8)
+    rows[img, HEAD_BYTES:] = patch_pixels(block.patches.reshape(block.num_patches, vocab.PATCH_PIXELS))
     return rows
 
 
 def decode_observation_rows(rows: np.ndarray) -> TokenBlock:
     """The inverse of :func:`encode_observation_rows`, validating everything a policy relies on."""
     rows = np.asarray(rows)
-    if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != ROW_WIDTH:
-        raise ValueError(f"observation rows must be float32 (N, {ROW_WIDTH}), got {rows.dtype} {rows.shape}")
+    if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != ROW_BYTES:
+        raise ValueError(f"observation rows must be uint8 (N, {ROW_BYTES}), got {rows.dtype} {rows.shape}")
     n = rows.shape[0]
     if not 1 <= n <= MAX_ROWS:
         raise ValueError(f"an observation has 1..{MAX_ROWS} token rows, got {n}")
-    head = rows[:, :PATCH_COL]
-    if not np.all(np.isfinite(head)) or np.any(head != np.round(head)) or np.any(head < 0):
-        raise ValueError("observation rows: token, kind, position and interval columns must be whole numbers >= 0")
-    tokens = head[:, COL_TOKEN].astype(np.int64)
-    kinds = head[:, COL_KIND].astype(np.int64)
-    local_pos = head[:, COL_LOCAL_POS].astype(np.int64)
+    head = np.ascontiguousarray(rows[:, :HEAD_BYTES]).view(HEAD_DTYPE).astype(np.int64)  # (N, 7)
+    if np.any(head < 0):
+        raise ValueError("observation rows: token, kind, position and interval fields must be >= 0")
+    tokens, kinds, local_pos = head[:, 0], head[:, 1], head[:, 2]
     if np.any(tokens >= vocab.VOCAB_SIZE):
         raise ValueError(f"observation rows: token ids must be < {vocab.VOCAB_SIZE}")
     valid_kinds = {int(k) for k in vocab.TokenKind}
@@ -74,19 +96,35 @@ def decode_observation_rows(rows: np.ndarray) -> TokenBlock:
     if tokens[-1] != vocab.SEPARATOR or kinds[-1] != vocab.TokenKind.SEPARATOR:
         raise ValueError("observation rows: the last row must be the separator '|'")
     img = np.flatnonzero(kinds == vocab.TokenKind.IMAGE)
-    intervals = head[img, COL_ROW_LO:COL_COL_HI + 1].astype(np.int64)
+    intervals = head[img, 3:7]
     lo, hi = intervals[:, 0::2], intervals[:, 1::2]
     if np.any(hi <= lo) or np.any(hi > vocab.PATCH_POSITION_BINS):
         raise ValueError(f"observation rows: patch intervals must satisfy 0 <= lo < hi <= {vocab.PATCH_POSITION_BINS}")
-    patches = rows[img, PATCH_COL:]
-    if not np.all(np.isfinite(patches)) or np.any(np.abs(patches) > 1.0 / vocab.PATCH_SCALE + 1e-6):
-        raise ValueError(f"observation rows: patch values must be finite, within +-{1.0 / vocab.PATCH_SCALE}")
     p = vocab.PATCH_SIZE
     return TokenBlock(
         tokens=tokens, kinds=kinds.astype(np.uint8), local_pos=local_pos, loss_mask=np.zeros(n, bool),
-        timestep=np.zeros(n, np.int64), patches=np.ascontiguousarray(patches).reshape(-1, p, p, 3),
+        timestep=np.zeros(n, np.int64), patches=patch_values(rows[img, HEAD_BYTES:]).reshape(-1, p, p, 3),
         patch_rows=intervals[:, 0:2].copy(), patch_cols=intervals[:, 2:4].copy(),
     )
+
+
+def observation_from_float_rows(rows: np.ndarray) -> np.ndarray:
+    """Rows of the former float32 layout (N, 775: the seven fields as floats, then 768 patch values) as the
+    current uint8 rows, exactly (patch values that are not those of 8-bit pixels raise ValueError)."""
+    rows = np.asarray(rows)
+    if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != FLOAT_ROW_WIDTH:
+        raise ValueError(f"float observation rows must be float32 (N, {FLOAT_ROW_WIDTH}), got {rows.dtype} {rows.shape}")
+    n = rows.shape[0]
+    if not 1 <= n <= MAX_ROWS:
+        raise ValueError(f"an observation has 1..{MAX_ROWS} token rows, got {n}")
+    head = rows[:, :len(HEAD_FIELDS)]
+    if not np.all(np.isfinite(head)) or np.any(head != np.round(head)) or np.any(np.abs(head) >= 1 << 24):
+        raise ValueError("observation rows: token, kind, position and interval columns must be whole numbers")
+    out = np.zeros((n, ROW_BYTES), np.uint8)
+    out[:, :HEAD_BYTES] = head.astype(HEAD_DTYPE).view(np.uint8)
+    img = np.flatnonzero(head[:, 1] == vocab.TokenKind.IMAGE)
+    out[img, HEAD_BYTES:] = patch_pixels(rows[img, len(HEAD_FIELDS):])
+    return out
 
 
 # -- images -------------------------------------------------------------------------------------------------
