@@ -154,3 +154,22 @@ def test_forward_command_interface_drives_the_simulated_arm(tiny_policy, tmp_pat
     assert np.all(np.isfinite(data)) and np.all(data[:, 3:5] == 0) and np.count_nonzero(np.any(data != 0, axis=1))
     q = np.array([m.position[:7] for _, m in probe.received(common.JOINT_STATES_TOPIC)])
     assert np.max(np.abs(q[-1] - q[0])) > 1e-3
+
+
+def test_stack_evaluation_runs_consecutive_episodes(tiny_policy, tmp_path, monkeypatch):
+    """`python -m gato_robot.ros.evaluate`: the sim node auto-resets between episodes (seed + k), every episode's end
+    is read from the episode status, and the table sits beside the direct benchmark's."""
+    from gato_robot.ros import evaluate
+
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    direct = tmp_path / "direct.json"
+    direct.write_text(json.dumps({"summary": [{"triplet": "rgb_test_triplet3", "successes": 0, "episodes": 5}]}))
+    out = tmp_path / "eval"
+    assert evaluate.main(["--model", str(tiny_policy), "--triplets", "rgb_test_triplet3", "--episodes", "2",
+                          "--episode-steps", "15", "--seed", "7", "--compare", str(direct), "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert [(e["triplet"], e["seed"], e["steps"]) for e in result["episodes"]] == [("rgb_test_triplet3", 7, 15),
+                                                                                   ("rgb_test_triplet3", 8, 15)]
+    assert not any(e["success"] for e in result["episodes"])  # 15 random-weight steps cannot stack
+    table = (out / "results.md").read_text()
+    assert "| rgb_test_triplet3 | 0/2 |" in table and "0/5" in table and "| yes |" in table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,25 @@ def test_node_plan_selects_nodes_and_overrides():
     args = stack.ros_arguments(stack.NODES[2], PARAMS, {"model_dir": "/x'y", "camera_topics": ["/a"], "use_sim_time": True})
     assert args[:6] == ["--ros-args", "-r", "__node:=gato_policy", "--params-file", str(PARAMS), "-p"]
     assert "model_dir:='/x''y'" in args and "camera_topics:=['/a']" in args and "use_sim_time:=true" in args
+
+
+def test_the_models_spec_sets_cameras_and_image_size(tmp_path):
+    from gato_robot.core import specs
+
+    spec = specs.rgb_stacking_spec(cameras=3, image_size=64)
+    (tmp_path / "manifest.json").write_text(json.dumps({"spec": spec.to_dict()}))
+    by_name = {n.name: o for n, _, o in stack.node_plan(sim=True, model=str(tmp_path))}
+    cams = ["basket_back_left", "basket_front_left", "basket_front_right"]
+    assert [o.name[len("camera/"):] for o in spec.observations if o.name.startswith("camera/")] == cams
+    for node in ("gato_sim", "gato_tokenizer"):
+        assert by_name[node]["cameras"] == cams and by_name[node]["image_size"] == 64
+        assert by_name[node]["camera_topics"] == [f"/camera/{c}/image_raw" for c in cams]
+    robot = {n.name: o for n, _, o in stack.node_plan(model=str(tmp_path), camera_topics="/a,/b,/c")}
+    assert robot["gato_tokenizer"]["camera_topics"] == ["/a", "/b", "/c"] and robot["gato_tokenizer"]["image_size"] == 64
+    assert "cameras" not in robot["gato_policy"] and "cameras" not in robot["gato_controller"]
+    # no readable manifest: nothing derived (the policy node refuses the model with the reason)
+    plain = {n.name: o for n, _, o in stack.node_plan(sim=True, model=str(tmp_path / "missing"))}
+    assert "cameras" not in plain["gato_tokenizer"] and "camera_topics" not in plain["gato_sim"]
 
 
 def test_executables_are_unique_and_modules_have_main():

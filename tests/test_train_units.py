@@ -266,6 +266,26 @@ def test_tensorboard_scalars_and_resolved_config_are_written(episodes, tmp_path)
     assert {"train/loss", "train/loss_rgb_stacking", "train/lr", "train/grad_norm", "perf/tokens_per_s",
             "perf/data_wait_frac", "eval/loss"} <= tags
     assert TrainConfig.from_dict(json.loads((tmp_path / "train_config.json").read_text())) == cfg
+    rows = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and all(math.isfinite(r["eval/loss"]) for r in rows)
+
+
+def test_learning_curve_reads_evaluations_and_plots(tmp_path):
+    from gato_robot.training import curve
+
+    (tmp_path / "train_config.json").write_text(json.dumps({"run": {"sim_eval_episodes": 10}}))
+    lines = [{"step": 100, "eval/loss": 3.0},
+             {"step": 200, "eval/loss": 2.0, "sim/success_rgb_test_triplet1": 0.2, "sim/success_rgb_test_triplet2": 0.0,
+              "sim/success_mean": 0.1},
+             {"step": 200, "sim/success_rgb_test_triplet2": 0.4, "sim/success_mean": 0.3}]  # a resumed run: newest wins
+    (tmp_path / "evaluations.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\nnot json\n")
+    got = curve.read_curve(tmp_path)
+    assert [p["step"] for p in got["points"]] == [100, 200] and "mean_success" not in got["points"][0]
+    last = got["points"][1]
+    assert last["success"] == {"rgb_test_triplet1": 0.2, "rgb_test_triplet2": 0.4} and last["mean_success"] == 0.3
+    assert last["episodes"] == 20 and last["mean_ci95"][0] < 0.3 < last["mean_ci95"][1]
+    assert curve.main([str(tmp_path)]) == 0 and (tmp_path / "learning_curve.png").stat().st_size > 1000
+    assert curve.main([str(tmp_path / "missing")]) == 2
 
 
 def test_every_pixel_value_survives_the_uint8_transport():

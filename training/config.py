@@ -194,7 +194,8 @@ class RunSection:
     eval_every: int = 1000  # held-out loss; 0 disables
     eval_batches: int = 4
     sim_eval_every: int = 0  # simulated benchmark with the current weights; 0 disables
-    sim_eval_episodes: int = 5
+    sim_eval_episodes: int = 5  # per test triplet
+    sim_eval_seed: int = 1_000_000  # same seeds at every evaluation (a fair learning curve), not the benchmark's
     rollout_every: int = 0  # multi-domain: roll out the policy in each domain's environment; 0: only at the end
     rollout_episodes: int = 10  # episodes per rollout task
     rollout_temperature: float = 1.0  # rollouts sample actions (as Gato); 0: greedy (loops in BabyAI)
@@ -347,6 +348,20 @@ def _presets() -> dict[str, TrainConfig]:
                            threads=2,
                            log_every=25, checkpoint_every=250, eval_every=250, eval_batches=2, rollout_every=0,
                            rollout_episodes=50),
+        ),
+        # Issue 10's CPU recipe: an image-based RGB-stacking policy from scripted-expert demonstrations of the five
+        # test triplets (skill mastery), two 64x64 cameras (67 tokens per timestep, 3 timesteps per sequence).
+        # Data: python -m gato_robot.sim.collect --triplets test --episodes-per-triplet 40 --cameras 2
+        #       --image-size 64 --seed 100000 --successful-only --out runs/stack_data/mastery64
+        "stacking-cpu": TrainConfig(
+            name="stacking-cpu",
+            model=ModelSection(preset="mini", context=201),
+            data=DataSection(train=("runs/stack_data/mastery64",), workers=1, prompt_fraction=0.0,
+                             domain="rgb_stacking"),
+            optim=OptimSection(lr=1e-3, warmup_steps=100, weight_decay=0.1),
+            run=RunSection(out_dir="runs/stacking-cpu", steps=3000, batch_size=16, device="cpu", precision="fp32",
+                           log_every=25, checkpoint_every=500, keep_checkpoints=10, eval_every=500, eval_batches=4,
+                           sim_eval_every=750, sim_eval_episodes=4, export_onnx=True),
         ),
         "79M": _pretrain("79M", micro_batch=32),
         "364M": _pretrain("364M", micro_batch=16),

@@ -40,6 +40,7 @@ from gato_robot.training.optim import build_optimizer, freeze, lr_at, set_lr
 log = logging.getLogger(__name__)
 
 CHECKPOINTS, METRICS, CONFIG_FILE = "checkpoints", "metrics.jsonl", "train_config.json"
+EVALUATIONS = "evaluations.jsonl"
 
 
 class NonFiniteError(RuntimeError):
@@ -324,6 +325,14 @@ class Trainer:
             for k, v in values.items():
                 tb.add_scalar(k, v, self.step)
 
+    def _evaluation(self, values: Mapping[str, float]) -> None:
+        """Held-out losses, rollouts and simulated benchmarks: TensorBoard and one JSON line each in
+        ``evaluations.jsonl`` (what ``python -m gato_robot.training.curve`` plots)."""
+        self._scalars(values)
+        if self.dist.is_main:
+            with open(self.out_dir / EVALUATIONS, "a") as f:
+                f.write(json.dumps({"step": self.step, **{k: float(v) for k, v in values.items()}}) + "\n")
+
     def _record(self, res: StepResult, lr: float, micro: Sequence[Mapping[str, torch.Tensor]],
                 window: dict[str, float], bar: Any) -> None:
         row = {"step": self.step, "loss": res.loss, "grad_norm": res.grad_norm, "lr": lr, "tokens": res.tokens,
@@ -428,7 +437,7 @@ class Trainer:
         loss = (sums[0] / sums[1].clamp(min=1)).item()
         result = {"eval/loss": loss, f"eval/loss_{self.domains[0]}": loss}
         if self.dist.is_main:
-            self._scalars(result)
+            self._evaluation(result)
             log.info("step %d held-out loss %.4f", self.step, loss)
         return result
 
@@ -456,7 +465,7 @@ class Trainer:
         result.update({f"eval/loss_{name}": (sums[d, 0] / sums[d, 1]).item()
                        for d, name in enumerate(self.domains) if sums[d, 1] > 0})
         if self.dist.is_main:
-            self._scalars(result)
+            self._evaluation(result)
             log.info("step %d held-out loss %s", self.step, {k: round(v, 4) for k, v in result.items()})
         return result
 
@@ -491,7 +500,7 @@ class Trainer:
                              r.episodes, 100 * r.success_rate)
             self.model.train()
             torch.set_num_threads(threads)
-            self._scalars(result)
+            self._evaluation(result)
         self.dist.barrier()
         return result
 
@@ -523,9 +532,10 @@ class Trainer:
                 target = self.out_dir / "sim_eval" / f"step_{self.step:09d}"
                 save_checkpoint(target, checkpointing._StateView(self.model.config, state),  # type: ignore[arg-type]
                                 self.spec, Tokenizer(self.spec).settings, metadata={"step": self.step})
-                result = hooks.run_sim_benchmark(target, episodes=self.cfg.run.sim_eval_episodes, seed=self.step)
+                result = hooks.run_sim_benchmark(target, episodes=self.cfg.run.sim_eval_episodes,
+                                                 seed=self.cfg.run.sim_eval_seed)
                 if result:
-                    self._scalars({f"sim/{k}": v for k, v in result.items()})
+                    self._evaluation({f"sim/{k}": v for k, v in result.items()})
                     log.info("step %d simulated benchmark: %s", self.step, result)
             else:
                 log.info("simulated benchmark skipped: %s", why)

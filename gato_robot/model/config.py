@@ -91,6 +91,7 @@ class GatoConfig:
 # The paper's sizes (appendix C.1); head dim 32 / 128 / 128. Context 1024 everywhere (Sec. 2.3).
 PRESETS: dict[str, GatoConfig] = {
     "tiny": GatoConfig(n_layer=2, d_model=64, d_ff=256, n_head=4, patch_channels=32, name="tiny"),
+    "mini": GatoConfig(n_layer=4, d_model=128, d_ff=512, n_head=4, patch_channels=32, name="mini"),
     "small": GatoConfig(n_layer=4, d_model=256, d_ff=1024, n_head=8, patch_channels=64, name="small"),
     "79M": GatoConfig(n_layer=8, d_model=768, d_ff=3072, n_head=24, name="79M"),
     "364M": GatoConfig(n_layer=12, d_model=1536, d_ff=6144, n_head=12, name="364M"),

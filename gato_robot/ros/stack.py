@@ -11,6 +11,7 @@ arguments below override a few parameters on top of it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,10 @@ PARAMS_BASENAME = "stack.yaml"
 COMMAND_INTERFACES = ("twist", "forward_command")
 # Parameters the launch arguments override. The parameter file keeps them in its shared ``/**`` section: ROS
 # gives a node's own section precedence over ``/**`` entries, overrides included, whatever their order.
-OVERRIDABLE = ("use_sim_time", "start_armed", "model_dir", "camera_topics", "command_interface")
+OVERRIDABLE = ("use_sim_time", "start_armed", "model_dir", "camera_topics", "command_interface", "cameras",
+               "image_size")
+CAMERA_TOPIC = "/camera/{}/image_raw"  # the sim node's camera topics (common.camera_topic)
+CAMERA_PREFIX = "camera/"  # spec keys of camera observations (gato_robot.core.specs.CAMERA_PREFIX)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +90,21 @@ def parse_list(value: str | Sequence[str]) -> list[str]:
     return [str(v) for v in value]
 
 
+def model_spec_parameters(model_dir: str | Path) -> dict[str, Any] | None:
+    """``{"cameras": [...], "image_size": N}`` from an exported model's manifest (its spec fixes what the tokenizer
+    and the sim must produce), or None when the manifest cannot be read: the policy node then refuses the model
+    with the reason. Only reads JSON; the policy node verifies the manifest."""
+    try:
+        spec = json.loads((Path(model_dir) / "manifest.json").read_text())["spec"]
+        cameras = [o for o in spec["observations"] if str(o["name"]).startswith(CAMERA_PREFIX)]
+        if not cameras:
+            return None
+        return {"cameras": [str(o["name"])[len(CAMERA_PREFIX):] for o in cameras],
+                "image_size": int(cameras[0]["shape"][0])}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
 def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", camera_topics: str | Sequence[str] = "",
               command_interface: str = "", record: str = "") -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
     """(node, parameter file, parameter overrides) for each node to start, in start order."""
@@ -96,6 +115,10 @@ def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", c
     if command_interface and command_interface not in COMMAND_INTERFACES:
         raise ValueError(f"command_interface must be one of {COMMAND_INTERFACES}, got {command_interface!r}")
     cameras = parse_list(camera_topics)
+    # The model's spec decides the camera names and image size of the tokenizer (and what the sim renders).
+    from_model = model_spec_parameters(Path(model).expanduser()) if model else None
+    if from_model and sim and not cameras:
+        cameras = [CAMERA_TOPIC.format(c) for c in from_model["cameras"]]
     plan = []
     for node in NODES:
         if node.sim_only and not sim:
@@ -107,6 +130,8 @@ def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", c
             overrides["start_armed"] = True  # a simulated arm needs no operator to arm it
         if model and node.name == "gato_policy":
             overrides["model_dir"] = str(Path(model).expanduser().resolve())
+        if from_model and node.name in ("gato_tokenizer", "gato_sim"):
+            overrides.update(from_model)
         if cameras and node.name in ("gato_tokenizer", "gato_sim"):
             overrides["camera_topics"] = cameras
         if command_interface and node.name in ("gato_tokenizer", "gato_controller", "gato_sim"):

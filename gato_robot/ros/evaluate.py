@@ -1,0 +1,131 @@
+"""Success rate of an exported policy through the whole ROS 2 stack, in simulation (issue 10's stack check).
+
+    python -m gato_robot.ros.evaluate --model DIR --triplets test --episodes 4 --out runs/ros_eval \\
+        [--compare runs/bench/results.json]
+
+For each triplet, ``gato-stack --sim --model DIR`` starts the sim node, tokenizer, policy and controller as
+separate processes on a private ROS domain (lockstep sim time, the parameter file's safety limits), runs
+``--episodes`` consecutive episodes (seeds ``--seed`` + k, as the direct benchmark numbers its episodes), and a
+probe in this process reads each episode's end from /gato/episode_status. The launcher takes the cameras and
+image size from the model's spec (manifest.json), so the sim renders exactly what the model was trained on.
+
+Writes ``results.json`` (every episode) and ``results.md`` (success per triplet with Wilson 95% intervals;
+with ``--compare``, beside the direct benchmark's rate for the same policy and whether the two intervals
+overlap).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from gato_robot.ros import common, testing
+
+
+def run_triplet(model_dir: str | os.PathLike, triplet: str, episodes: int, seed: int, log_path: Path,
+                episode_steps: int = 400, timeout_s: float = 120.0) -> list[dict[str, Any]]:
+    """``episodes`` consecutive simulated episodes of one triplet through the stack; one row per episode."""
+    domain = testing.domain_for(f"gato-eval-{triplet}-{os.getpid()}")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    with tempfile.TemporaryDirectory() as tmp:
+        params = testing.write_params(Path(tmp) / "stack.yaml", {
+            "gato_policy": {"providers": "auto", "intra_op_threads": 1},
+            "gato_sim": {"max_episodes": episodes, "start_paused": True, "triplet": triplet, "seed": seed,
+                         "auto_reset": True, "episode_steps": episode_steps},
+        })
+        probe = testing.Probe(domain, name="gato_eval_probe")
+        probe.record(common.EPISODE_STATUS_TOPIC, String,
+                     common.QoSProfile(depth=1000, reliability=common.ReliabilityPolicy.RELIABLE))
+        with open(log_path, "w") as log:
+            launcher = subprocess.Popen(
+                [sys.executable, "-m", "gato_robot.ros.launcher", "--sim", "--model", str(model_dir),
+                 "--params-file", str(params)],
+                stdout=log, stderr=subprocess.STDOUT, env=testing.ros_env(domain), start_new_session=True)
+        ended: dict[int, dict[str, Any]] = {}
+
+        def collect() -> bool:
+            for _, m in probe.received(common.EPISODE_STATUS_TOPIC):
+                status = json.loads(m.data)
+                if status["done"]:
+                    ended[status["episode"]] = status
+            return len(ended) >= episodes
+
+        try:
+            probe.wait_matched([common.EPISODE_STATUS_TOPIC], timeout=90)
+            probe.call(common.SIM_RESET_SERVICE, Trigger, timeout=60)
+            start = time.monotonic()
+            probe.wait_for(collect, timeout=timeout_s * episodes, what=f"{episodes} episodes of {triplet}")
+            wall = time.monotonic() - start
+        finally:
+            testing.stop_launcher(launcher)
+            probe.close()
+    return [{"triplet": triplet, "seed": s["seed"], "success": bool(s["success"]), "steps": int(s["step"]),
+             "invalid_commands": int(s.get("invalid_commands", 0)), "wall_s": round(wall / episodes, 2)}
+            for _, s in sorted(ended.items())]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gato_robot.sim.benchmark import MPO_SPECIALISTS, wilson_interval
+    from gato_robot.sim.objects import expand_triplets
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="exported ONNX policy directory (model.onnx + manifest.json)")
+    p.add_argument("--triplets", default="test", help="test, all, or comma-separated triplet names")
+    p.add_argument("--episodes", type=int, default=4, help="episodes per triplet")
+    p.add_argument("--seed", type=int, default=0, help="first episode seed (the benchmark runner's default too)")
+    p.add_argument("--episode-steps", type=int, default=400, help="steps per episode (the benchmark's 400 = 20 s)")
+    p.add_argument("--compare", help="the direct benchmark's results.json for the same policy")
+    p.add_argument("--out", default="runs/ros_eval")
+    a = p.parse_args(argv)
+    if a.episodes < 1:
+        p.error("--episodes must be >= 1")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for triplet in expand_triplets(a.triplets):
+        got = run_triplet(a.model, triplet, a.episodes, a.seed, out / f"stack_{triplet}.log", a.episode_steps)
+        rows += got
+        print(f"{triplet}: {sum(r['success'] for r in got)}/{len(got)} through the ROS stack", flush=True)
+    direct: dict[str, dict[str, Any]] = {}
+    if a.compare:
+        for r in json.loads(Path(a.compare).read_text())["summary"]:
+            direct[r["triplet"]] = r
+    lines = ["| triplet | ROS stack | 95% CI | direct benchmark | 95% CI | overlap | MPO (state) |",
+             "|---|---|---|---|---|---|---|"]
+    summary = []
+    for triplet in dict.fromkeys(r["triplet"] for r in rows):
+        ok = [r["success"] for r in rows if r["triplet"] == triplet]
+        lo, hi = wilson_interval(sum(ok), len(ok))
+        d = direct.get(triplet)
+        if d:
+            dlo, dhi = wilson_interval(int(d["successes"]), int(d["episodes"]))
+            cells = f"{d['successes']}/{d['episodes']} | {100 * dlo:.0f}-{100 * dhi:.0f}% | " \
+                    f"{'yes' if lo <= dhi and dlo <= hi else 'no'}"
+        else:
+            cells = "- | - | -"
+        mpo = MPO_SPECIALISTS.get(triplet)
+        lines.append(f"| {triplet} | {sum(ok)}/{len(ok)} | {100 * lo:.0f}-{100 * hi:.0f}% | {cells} | "
+                     f"{'-' if mpo is None else f'{mpo:.1f}%'} |")
+        summary.append({"triplet": triplet, "successes": sum(ok), "episodes": len(ok), "ci95": [lo, hi]})
+    n_ok, n = sum(r["success"] for r in rows), len(rows)
+    lo, hi = wilson_interval(n_ok, n)
+    lines.append(f"| all | {n_ok}/{n} | {100 * lo:.0f}-{100 * hi:.0f}% | | | | |")
+    (out / "results.json").write_text(json.dumps({"model": str(a.model), "episodes_per_triplet": a.episodes,
+                                                  "seed": a.seed, "summary": summary, "episodes": rows}, indent=1))
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
