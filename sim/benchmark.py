@@ -85,24 +85,38 @@ def summarise(episodes: list[dict[str, Any]], triplets: list[str]) -> list[dict[
         lo, hi = wilson_interval(k, len(eps))
         rows.append({"triplet": t, "episodes": len(eps), "successes": k, "success_rate": k / max(1, len(eps)),
                      "ci95": [lo, hi], "stacked_at_end": sum(e["stacked_at_end"] for e in eps) / max(1, len(eps)),
+                     **_stages(eps),
                      "mpo_specialist": MPO_SPECIALISTS.get(t)})
     k = sum(e["success"] for e in episodes)
     lo, hi = wilson_interval(k, len(episodes))
     rows.append({"triplet": "mean", "episodes": len(episodes), "successes": k,
                  "success_rate": k / max(1, len(episodes)), "ci95": [lo, hi],
                  "stacked_at_end": sum(e["stacked_at_end"] for e in episodes) / max(1, len(episodes)),
+                 **_stages(episodes),
                  "mpo_specialist": 75.6 if all(t in MPO_SPECIALISTS for t in triplets) else None})
     return rows
 
 
+STAGES = ("reached_red", "lifted_red", "red_over_blue")
+
+
+def _stages(episodes: list[dict[str, Any]]) -> dict[str, float]:
+    """Share of episodes that got at least this far (rollout.py's progress stages; older results lack them)."""
+    return {k: sum(bool(e.get(k)) for e in episodes) / max(1, len(episodes)) for k in STAGES}
+
+
 def table(rows: list[dict[str, Any]], policy: str) -> str:
-    lines = [f"Policy: {policy}. Success = stacked for >= 1 s (20 steps); 95% Wilson intervals.", "",
-             "| triplet | episodes | success % | 95% CI | stacked at end % | MPO specialist % |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"Policy: {policy}. Success = stacked for >= 1 s (20 steps); 95% Wilson intervals. Progress: the tool "
+             "came within 5 cm of red / red was lifted 3 cm / lifted red came within 5 cm of blue horizontally.", "",
+             "| triplet | episodes | success % | 95% CI | stacked at end % | reached red % | lifted red % | "
+             "red over blue % | MPO specialist % |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mpo = "" if r["mpo_specialist"] is None else f"{r['mpo_specialist']:.1f}"
+        stages = " | ".join(f"{100 * r.get(k, 0.0):.0f}" for k in STAGES)
         lines.append(f"| {r['triplet']} | {r['episodes']} | {100 * r['success_rate']:.1f} | "
-                     f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f} | {100 * r['stacked_at_end']:.1f} | {mpo} |")
+                     f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f} | {100 * r['stacked_at_end']:.1f} | "
+                     f"{stages} | {mpo} |")
     return "\n".join(lines)
 
 

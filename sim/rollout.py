@@ -25,10 +25,26 @@ class EpisodeResult:
     rewards: list[float] = dataclasses.field(default_factory=list)
     object_poses: list[np.ndarray] = dataclasses.field(default_factory=list)
     frames: list[np.ndarray] = dataclasses.field(default_factory=list)
+    # How far the episode got, from the privileged poses (analysis only, never a policy input): the closest the
+    # tool came to red's centre, red's highest lift above its start, and red's closest horizontal approach to
+    # blue while lifted by more than LIFTED_M.
+    min_tool_red_m: float = float("inf")
+    max_red_lift_m: float = 0.0
+    min_red_blue_xy_lifted_m: float = float("inf")
 
     def summary(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in
-                ("triplet", "objects", "seed", "success", "stacked_at_end", "episode_return", "steps")}
+        out = {k: getattr(self, k) for k in
+               ("triplet", "objects", "seed", "success", "stacked_at_end", "episode_return", "steps")}
+        out.update(reached_red=self.min_tool_red_m < REACHED_M, lifted_red=self.max_red_lift_m > LIFTED_M,
+                   red_over_blue=self.min_red_blue_xy_lifted_m < OVER_M,
+                   min_tool_red_m=round(self.min_tool_red_m, 4), max_red_lift_m=round(self.max_red_lift_m, 4),
+                   min_red_blue_xy_lifted_m=round(min(self.min_red_blue_xy_lifted_m, 9.0), 4))
+        return out
+
+
+# Progress stages of an episode (benchmark tables): tool within 5 cm of red's centre, red lifted 3 cm, red within
+# 5 cm of blue horizontally while lifted (the success rule's horizontal tolerance).
+REACHED_M, LIFTED_M, OVER_M = 0.05, 0.03, 0.05
 
 
 def run_episode(env: RgbStackingEnv, policy: Policy, seed: int, record: bool = False,
@@ -40,7 +56,9 @@ def run_episode(env: RgbStackingEnv, policy: Policy, seed: int, record: bool = F
     result = EpisodeResult(env.triplet_name, list(info["objects"]), seed, False, False, 0.0, 0)
     policy_keys = [k for k in obs if k not in (PRIVILEGED_POSES, PRIVILEGED_VERTICES)]
     truncated = terminated = False
+    red_z0 = float(info["object_poses"][0][2])
     while not (truncated or terminated):
+        _progress(result, obs["proprio/tool_pose"], info["object_poses"], red_z0)
         action, state = policy.step(obs, state)
         action = action_array(action)
         if record:
@@ -55,6 +73,16 @@ def run_episode(env: RgbStackingEnv, policy: Policy, seed: int, record: bool = F
             result.rewards.append(float(reward))
         result.episode_return += float(reward)
         result.steps += 1
+    _progress(result, obs["proprio/tool_pose"], info["object_poses"], red_z0)
     result.success = bool(info["success"])
     result.stacked_at_end = bool(info["stacked"])
     return result
+
+
+def _progress(result: EpisodeResult, tool_pose: np.ndarray, poses: np.ndarray, red_z0: float) -> None:
+    red, blue = np.asarray(poses[0], np.float64), np.asarray(poses[2], np.float64)
+    result.min_tool_red_m = min(result.min_tool_red_m, float(np.linalg.norm(np.asarray(tool_pose[:3]) - red[:3])))
+    lift = float(red[2] - red_z0)
+    result.max_red_lift_m = max(result.max_red_lift_m, lift)
+    if lift > LIFTED_M:
+        result.min_red_blue_xy_lifted_m = min(result.min_red_blue_xy_lifted_m, float(np.linalg.norm(red[:2] - blue[:2])))

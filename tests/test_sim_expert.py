@@ -25,6 +25,9 @@ def test_expert_stacks_cubes():
     finally:
         env.close()
     assert all(r.success for r in results), [r.summary() for r in results]
+    # a stacking episode passes through every progress stage the benchmark reports
+    assert all(r.summary()["reached_red"] and r.summary()["lifted_red"] and r.summary()["red_over_blue"]
+               for r in results), [r.summary() for r in results]
 
 
 def test_expert_actions_are_valid_demonstrations():
@@ -110,6 +113,9 @@ def test_benchmark_runner_writes_results(tmp_path):
     assert data["summary"][0]["triplet"] == "rgb_test_triplet5" and len(data["episodes"]) == 1
     assert (tmp_path / "success.png").stat().st_size > 1000
     assert "Wilson" in (tmp_path / "results.md").read_text()
+    episode = data["episodes"][0]
+    assert not episode["lifted_red"] and not episode["red_over_blue"]  # random actions with an open-close gripper
+    assert 0.0 < episode["min_tool_red_m"] < 1.0 and data["summary"][0]["lifted_red"] == 0.0
 
 
 def test_bad_policy_and_triplet_names_are_clear_errors(tmp_path, capsys):
