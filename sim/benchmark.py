@@ -107,7 +107,8 @@ def _stages(episodes: list[dict[str, Any]]) -> dict[str, float]:
 
 def table(rows: list[dict[str, Any]], policy: str) -> str:
     lines = [f"Policy: {policy}. Success = stacked for >= 1 s (20 steps); 95% Wilson intervals. Progress: the tool "
-             "came within 5 cm of red / red was lifted 3 cm / lifted red came within 5 cm of blue horizontally.", "",
+             "came within 5 cm of red's centre (or lifted it) / red was lifted 3 cm / lifted red came within 5 cm of blue "
+             "horizontally.", "",
              "| triplet | episodes | success % | 95% CI | stacked at end % | reached red % | lifted red % | "
              "red over blue % | MPO specialist % |",
              "|---|---|---|---|---|---|---|---|---|"]

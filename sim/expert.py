@@ -259,14 +259,17 @@ class ScriptedExpert:
                 goal = np.array([*start[:2], clear])
                 if pos[2] < clear - 0.03 and np.linalg.norm(pos[:2] - start[:2]) > 0.02:
                     goal = np.array([*pos[:2], clear])
-                nxt = self._go(s, "topple_down") if np.linalg.norm(pos - goal) < 0.01 else self._timeout(s, 80)
+                near = np.linalg.norm(pos[:2] - goal[:2]) < 0.008 and abs(pos[2] - goal[2]) < 0.02
+                nxt = self._go(s, "topple_down") if near else self._timeout(s, 80)
             elif phase == "topple_down":
                 goal = start
                 nxt = self._go(s, "topple_push") if np.linalg.norm(pos - goal) < 0.006 else self._timeout(s, 40)
             elif phase == "topple_push":
                 dist, rise = (PUSH_DISTANCE, PUSH_RISE) if s.push_along else (0.09, 0.0)
                 goal = start + np.array([*direction * dist, rise])
-                nxt = self._go(s, "topple_up") if np.linalg.norm(pos - goal) < 0.008 else self._timeout(s, 75 if s.push_along else 50)
+                # a stalled push also backs off upward, so that blue does not stay propped on the fingers
+                done = np.linalg.norm(pos - goal) < 0.008 or s.steps_in_phase > (75 if s.push_along else 50)
+                nxt = self._go(s, "topple_up") if done else s
             else:
                 goal = np.array([*pos[:2], clear + 0.02])
                 nxt = self._go(s, "plan") if pos[2] > clear else self._timeout(s, 40)
@@ -282,7 +285,8 @@ class ScriptedExpert:
             goal = np.array([*gxy, self._clear_z(verts, s)])
             if np.linalg.norm(pos[:2] - gxy) > 0.03 and pos[2] < goal[2] - 0.03:
                 goal = np.array([*pos[:2], goal[2]])  # rise first, then travel
-            done = np.linalg.norm(pos - goal) < 0.01 and abs(yaw - s.grasp_yaw) < 0.08
+            done = (np.linalg.norm(pos[:2] - goal[:2]) < 0.008 and abs(pos[2] - goal[2]) < 0.02
+                    and abs(yaw - s.grasp_yaw) < 0.08)
             nxt = self._go(s, "descend") if done else self._timeout(s, 80)
             return self._act(pos, yaw, goal, s.grasp_yaw, GRIPPER_OPEN), nxt
         gxy = np.array(s.grasp_xy)
@@ -297,19 +301,21 @@ class ScriptedExpert:
                     return self._act(pos, yaw, pos, yaw, GRIPPER_OPEN), self._go(s, "plan")
             if moved:
                 return self._act(pos, yaw, pos, yaw, GRIPPER_OPEN), self._go(s, "plan")
-            done = np.linalg.norm(pos - goal) < 0.004 or (s.steps_in_phase > 40 and abs(pos[2] - goal[2]) < 0.01)
+            done = ((np.linalg.norm(pos[:2] - goal[:2]) < 0.004 and pos[2] < goal[2] + 0.003)
+                    or (s.steps_in_phase > 40 and abs(pos[2] - goal[2]) < 0.01))
             nxt = self._go(s, "close") if done else self._timeout(s, 60)
-            vmax = 0.07 if pos[2] > goal[2] + 0.03 else 0.03
-            return self._act(pos, yaw, goal, s.grasp_yaw, GRIPPER_OPEN, vmax=vmax), nxt
+            vmax = 0.07 if pos[2] > goal[2] + 0.02 else 0.04
+            aim = goal - np.array([0.0, 0.0, 0.005])  # aim a little low: no slow creep over the last millimetres
+            return self._act(pos, yaw, aim, s.grasp_yaw, GRIPPER_OPEN, vmax=vmax), nxt
         if phase == "close":
             goal = np.array([*gxy, s.grasp_z])
-            nxt = self._go(s, "lift") if s.steps_in_phase >= 8 else s
+            nxt = self._go(s, "lift") if s.steps_in_phase >= 8 or (grasped and s.steps_in_phase >= 5) else s
             return self._act(pos, yaw, goal, s.grasp_yaw, GRIPPER_CLOSE), nxt
         if phase == "lift":
             goal = np.array([*gxy, self._carry_z(verts, s, pos)])
             if s.steps_in_phase > 5 and not grasped:
                 return self._act(pos, yaw, pos, yaw, GRIPPER_OPEN), self._go(s, "plan")
-            if abs(pos[2] - goal[2]) < 0.01:
+            if pos[2] > goal[2] - 0.03:  # the held object's bottom is level with the other tops: move on
                 s = self._plan_place(verts, centres, s, pos)
                 return self._act(pos, yaw, goal, s.grasp_yaw, GRIPPER_CLOSE), self._go(s, "carry")
             return self._act(pos, yaw, goal, s.grasp_yaw, GRIPPER_CLOSE), self._timeout(s, 60)
@@ -318,7 +324,7 @@ class ScriptedExpert:
                 return self._act(pos, yaw, pos, yaw, GRIPPER_OPEN), self._go(s, "plan")
             s = self._plan_place(verts, centres, s, pos)  # the object may shift in the fingers: re-aim every step
             goal = np.array([*s.place_xy, self._carry_z(verts, s, pos)])
-            done = np.linalg.norm(pos[:2] - goal[:2]) < 0.003 and abs(pos[2] - goal[2]) < 0.01
+            done = np.linalg.norm(pos[:2] - goal[:2]) < 0.006 and abs(pos[2] - goal[2]) < 0.01
             nxt = self._go(s, "lower") if done else self._timeout(s, 100)
             return self._act(pos, yaw, goal, s.grasp_yaw, GRIPPER_CLOSE), nxt
         if phase == "lower":
@@ -335,7 +341,7 @@ class ScriptedExpert:
                 top_xy, _ = _top_face_centre(verts[BLUE])
                 if np.linalg.norm(centres[RED, :2] - top_xy) > 0.008:
                     nxt = dataclasses.replace(self._go(s, "adjust"), adjustments=s.adjustments + 1)
-            vmax = 0.07 if pos[2] > goal[2] + 0.02 else 0.02  # slow for the last 2 cm: set down, not drop
+            vmax = 0.07 if pos[2] > goal[2] + 0.015 else 0.025  # slow for the last 1.5 cm: set down, not drop
             return self._act(pos, yaw, goal, s.grasp_yaw, GRIPPER_CLOSE, vmax=vmax), nxt
         if phase == "adjust":  # rise 1.5 cm with red, then lower again with a fresh aim
             goal = np.array([*pos[:2], s.place_z + 0.015])
@@ -343,7 +349,7 @@ class ScriptedExpert:
                 return self._act(pos, yaw, goal, s.grasp_yaw, GRIPPER_CLOSE), self._go(s, "lower")
             return self._act(pos, yaw, goal, s.grasp_yaw, GRIPPER_CLOSE), self._timeout(s, 20)
         if phase == "release":
-            nxt = self._go(s, "retreat") if s.steps_in_phase >= 8 else s
+            nxt = self._go(s, "retreat") if s.steps_in_phase >= 6 else s
             return self._act(pos, yaw, pos, s.grasp_yaw, GRIPPER_OPEN), nxt
         if phase == "retreat":
             goal = np.array([*pos[:2], SAFE_Z + 0.03])

@@ -35,7 +35,8 @@ class EpisodeResult:
     def summary(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in
                ("triplet", "objects", "seed", "success", "stacked_at_end", "episode_return", "steps")}
-        out.update(reached_red=self.min_tool_red_m < REACHED_M, lifted_red=self.max_red_lift_m > LIFTED_M,
+        lifted = self.max_red_lift_m > LIFTED_M  # a lift implies a reach (a long object may be held 5+ cm off-centre)
+        out.update(reached_red=self.min_tool_red_m < REACHED_M or lifted, lifted_red=lifted,
                    red_over_blue=self.min_red_blue_xy_lifted_m < OVER_M,
                    min_tool_red_m=round(self.min_tool_red_m, 4), max_red_lift_m=round(self.max_red_lift_m, 4),
                    min_red_blue_xy_lifted_m=round(min(self.min_red_blue_xy_lifted_m, 9.0), 4))
