@@ -331,3 +331,22 @@ def test_sim_benchmark_hook_maps_rows_and_never_raises(tmp_path, monkeypatch):
     assert calls == [(f"torch:{tmp_path}", ["t1", "t2"], 3, 7, 0)]
     fake.run = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("pybullet crashed"))
     assert hooks.run_sim_benchmark(tmp_path, episodes=1, seed=0) is None
+
+
+def test_dropped_observations_are_never_tokenized(episodes, tmp_path):
+    full = data.EpisodeIndex.build([str(episodes)], max_damaged=0)
+    spec = data.first_spec(full)
+    drop = ("proprio/gripper",)
+    dropped = next(s for s in spec.observations if s.name == drop[0])
+    index = data.EpisodeIndex.build([str(episodes)], max_damaged=0, drop_observations=drop)
+    lean = data.first_spec(index)
+    assert [s.name for s in lean.observations] == [s.name for s in spec.observations if s.name not in drop]
+    assert lean.max_timestep_tokens == spec.max_timestep_tokens - dropped.num_tokens > 0
+    with pytest.raises(data.DataError, match="lacks"):
+        data.EpisodeIndex.build([str(episodes)], max_damaged=0, drop_observations=("proprio/nope",))
+    # end to end: the trainer's model, checkpoint and samples use the lean spec
+    trainer = Trainer(tiny_config(episodes, tmp_path, "run.steps=4", "data.drop_observations=proprio/gripper",
+                                  "data.workers=0"), DistInfo())
+    assert trainer.spec == lean
+    local = np.concatenate([np.asarray(trainer.train_set[i]["local_pos"]) for i in range(4)])
+    assert local.max() == lean.max_timestep_tokens - 1  # whole timesteps of the lean spec, never the full one

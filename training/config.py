@@ -126,6 +126,7 @@ class DataSection:
     prompt_end_fraction: float = 0.5  # of those, half from the other episode's end (goal), half uniform
     prompt_tokens: int | None = None  # longest prompt; None: a quarter of the context
     successful_only: bool = False  # keep only episodes whose metadata says success (the paper's filter)
+    drop_observations: tuple[str, ...] = ()  # observation keys the model never sees, e.g. proprio/previous_action
     workers: int = 2  # DataLoader worker processes per rank (0: load in the training process)
     prefetch: int = 4  # batches prefetched per worker
     max_damaged: int = 10  # damaged episode files skipped (with their path) before the run stops
@@ -134,6 +135,7 @@ class DataSection:
     def __post_init__(self) -> None:
         self.train = tuple(self.train)
         self.eval = tuple(self.eval)
+        self.drop_observations = tuple(self.drop_observations)
         self.domains = tuple(
             d if isinstance(d, DomainConfig) else DomainConfig.parse(d) if isinstance(d, str) else DomainConfig(**d)
             for d in self.domains

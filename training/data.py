@@ -65,15 +65,17 @@ class EpisodeIndex:
 
     @classmethod
     def build(cls, roots: Sequence[str], *, max_damaged: int, successful_only: bool = False,
-              return_fraction: float = 0.0) -> EpisodeIndex:
+              return_fraction: float = 0.0, drop_observations: Sequence[str] = ()) -> EpisodeIndex:
         """``return_fraction`` > 0 applies Gato's filter per task (``gato_robot.domains.control``): keep episodes
-        whose metadata ``return`` is at least that fraction of the task's expert return."""
+        whose metadata ``return`` is at least that fraction of the task's expert return. ``drop_observations``:
+        observation keys removed from each episode's spec, so the model never sees them (the tokenizer ignores
+        keys its spec lacks); an exported model's spec then omits them too."""
         paths = [p for r in roots for p in _expand(r)]
         episodes, damaged, metas = [], [], []
         for p in paths:
             try:
                 with EpisodeReader(p) as r:
-                    meta, length, spec = r.metadata, len(r), r.spec.to_json()
+                    meta, length, spec = r.metadata, len(r), without_observations(r.spec, drop_observations).to_json()
             except EpisodeError as e:
                 log.warning("skipping damaged episode %s: %s", p, e)
                 damaged.append((str(p), str(e)))
@@ -302,6 +304,17 @@ def _fresh_files(worker_id: int) -> None:
     for d in (ds, *getattr(ds, "datasets", ())):  # a mixture's control domains too
         if hasattr(d, "_readers"):
             d._readers = OrderedDict()
+
+
+def without_observations(spec: RobotSpec, drop: Sequence[str]) -> RobotSpec:
+    """``spec`` without the named observation keys (each must exist: a typo must not silently keep a key)."""
+    if not drop:
+        return spec
+    names = {s.name for s in spec.observations}
+    unknown = sorted(set(drop) - names)
+    if unknown:
+        raise DataError(f"data.drop_observations names {unknown}, which spec {spec.name!r} lacks; it has {sorted(names)}")
+    return dataclasses.replace(spec, observations=tuple(s for s in spec.observations if s.name not in set(drop)))
 
 
 def first_spec(index: EpisodeIndex) -> RobotSpec:

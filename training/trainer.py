@@ -115,10 +115,11 @@ class Trainer:
         if self.cfg.data.domains:
             return self._build_mixture()
         d, c = self.cfg.data, self.cfg
-        index = data.EpisodeIndex.build(d.train, max_damaged=d.max_damaged, successful_only=d.successful_only)
+        build = dict(max_damaged=d.max_damaged, successful_only=d.successful_only, drop_observations=d.drop_observations)
+        index = data.EpisodeIndex.build(d.train, **build)
         if d.eval:
             train_index = index
-            eval_index = data.EpisodeIndex.build(d.eval, max_damaged=d.max_damaged, successful_only=d.successful_only)
+            eval_index = data.EpisodeIndex.build(d.eval, **build)
         else:
             train_index, eval_index = index.split(d.eval_fraction)
         if index.damaged and self.dist.is_main:
