@@ -83,6 +83,14 @@ def test_the_models_spec_sets_cameras_and_image_size(tmp_path):
     robot = {n.name: o for n, _, o in stack.node_plan(model=str(tmp_path), camera_topics="/a,/b,/c")}
     assert robot["gato_tokenizer"]["camera_topics"] == ["/a", "/b", "/c"] and robot["gato_tokenizer"]["image_size"] == 64
     assert "cameras" not in robot["gato_policy"] and "cameras" not in robot["gato_controller"]
+    assert "omit_observations" not in robot["gato_tokenizer"]  # the model takes every RGB-stacking observation
+    lean = spec.without(["proprio/previous_action", "proprio/joint_velocities"])
+    (tmp_path / "manifest.json").write_text(json.dumps({"spec": lean.to_dict()}))
+    by_name = {n.name: o for n, _, o in stack.node_plan(sim=True, model=str(tmp_path))}
+    assert by_name["gato_tokenizer"]["omit_observations"] == ["proprio/joint_velocities", "proprio/previous_action"]
+    assert "omit_observations" not in by_name["gato_sim"]
+    args = stack.ros_arguments(stack.NODES[1], PARAMS, by_name["gato_tokenizer"])
+    assert "omit_observations:=['proprio/joint_velocities', 'proprio/previous_action']" in args
     # no readable manifest: nothing derived (the policy node refuses the model with the reason)
     plain = {n.name: o for n, _, o in stack.node_plan(sim=True, model=str(tmp_path / "missing"))}
     assert "cameras" not in plain["gato_tokenizer"] and "camera_topics" not in plain["gato_sim"]

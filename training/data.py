@@ -307,14 +307,11 @@ def _fresh_files(worker_id: int) -> None:
 
 
 def without_observations(spec: RobotSpec, drop: Sequence[str]) -> RobotSpec:
-    """``spec`` without the named observation keys (each must exist: a typo must not silently keep a key)."""
-    if not drop:
-        return spec
-    names = {s.name for s in spec.observations}
-    unknown = sorted(set(drop) - names)
-    if unknown:
-        raise DataError(f"data.drop_observations names {unknown}, which spec {spec.name!r} lacks; it has {sorted(names)}")
-    return dataclasses.replace(spec, observations=tuple(s for s in spec.observations if s.name not in set(drop)))
+    """``spec`` without the named observation keys (``data.drop_observations``)."""
+    try:
+        return spec.without(drop)
+    except ValueError as e:
+        raise DataError(f"data.drop_observations: {e}") from e
 
 
 def first_spec(index: EpisodeIndex) -> RobotSpec:

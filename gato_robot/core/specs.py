@@ -177,6 +177,16 @@ class RobotSpec:
             raise ValueError(f"robot spec {self.name!r}: control_hz must be positive")
 
     # -- sizes -------------------------------------------------------------------------------------------
+    def without(self, names: Sequence[str]) -> RobotSpec:
+        """This spec without the named observation entries (each must exist: a typo must not keep one)."""
+        if not names:
+            return self
+        have = {s.name for s in self.observations}
+        unknown = sorted(set(names) - have)
+        if unknown:
+            raise ValueError(f"spec {self.name!r} has no observations {unknown}; it has {sorted(have)}")
+        return dataclasses.replace(self, observations=tuple(s for s in self.observations if s.name not in set(names)))
+
     @property
     def has_text(self) -> bool:
         return any(s.kind is Kind.TEXT for s in self.observations)

@@ -22,7 +22,7 @@ COMMAND_INTERFACES = ("twist", "forward_command")
 # Parameters the launch arguments override. The parameter file keeps them in its shared ``/**`` section: ROS
 # gives a node's own section precedence over ``/**`` entries, overrides included, whatever their order.
 OVERRIDABLE = ("use_sim_time", "start_armed", "model_dir", "camera_topics", "command_interface", "cameras",
-               "image_size")
+               "image_size", "omit_observations")
 CAMERA_TOPIC = "/camera/{}/image_raw"  # the sim node's camera topics (common.camera_topic)
 CAMERA_PREFIX = "camera/"  # spec keys of camera observations (gato_robot.core.specs.CAMERA_PREFIX)
 
@@ -91,16 +91,22 @@ def parse_list(value: str | Sequence[str]) -> list[str]:
 
 
 def model_spec_parameters(model_dir: str | Path) -> dict[str, Any] | None:
-    """``{"cameras": [...], "image_size": N}`` from an exported model's manifest (its spec fixes what the tokenizer
-    and the sim must produce), or None when the manifest cannot be read: the policy node then refuses the model
+    """``{"cameras": [...], "image_size": N, "omit_observations": [...]}`` from an exported model's manifest (its
+    spec fixes what the tokenizer and the sim must produce; omitted: RGB-stacking observation keys the model was
+    trained without, ``data.drop_observations``), or None when the manifest cannot be read: the policy node then refuses the model
     with the reason. Only reads JSON; the policy node verifies the manifest."""
     try:
         spec = json.loads((Path(model_dir) / "manifest.json").read_text())["spec"]
         cameras = [o for o in spec["observations"] if str(o["name"]).startswith(CAMERA_PREFIX)]
         if not cameras:
             return None
-        return {"cameras": [str(o["name"])[len(CAMERA_PREFIX):] for o in cameras],
-                "image_size": int(cameras[0]["shape"][0])}
+        names = [str(o["name"])[len(CAMERA_PREFIX):] for o in cameras]
+        size = int(cameras[0]["shape"][0])
+        from gato_robot.core.specs import rgb_stacking_spec  # numpy only
+
+        model_keys = {str(o["name"]) for o in spec["observations"]}
+        omit = [s.name for s in rgb_stacking_spec(names, size).observations if s.name not in model_keys]
+        return {"cameras": names, "image_size": size, "omit_observations": omit}
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
 
@@ -131,7 +137,9 @@ def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", c
         if model and node.name == "gato_policy":
             overrides["model_dir"] = str(Path(model).expanduser().resolve())
         if from_model and node.name in ("gato_tokenizer", "gato_sim"):
-            overrides.update(from_model)
+            overrides.update(cameras=from_model["cameras"], image_size=from_model["image_size"])
+        if from_model and from_model["omit_observations"] and node.name == "gato_tokenizer":
+            overrides["omit_observations"] = from_model["omit_observations"]
         if cameras and node.name in ("gato_tokenizer", "gato_sim"):
             overrides["camera_topics"] = cameras
         if command_interface and node.name in ("gato_tokenizer", "gato_controller", "gato_sim"):

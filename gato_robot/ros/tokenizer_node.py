@@ -38,6 +38,7 @@ class TokenizerNode(Node):
         d = lambda *a: common.declare(self, *a)  # noqa: E731
         cameras = d("cameras", list(specs.RGB_STACKING_CAMERAS[:2]), "spec camera names, in spec order")
         image_size = d("image_size", 128, "spec image size (pixels, square)")
+        omit = d("omit_observations", [""], "spec observation keys the model does not take (e.g. proprio/previous_action)")
         topics = d("camera_topics", [common.camera_topic(c) for c in cameras],
                    "sensor_msgs/Image topic per camera, in the order of 'cameras'")
         self.control_hz = float(d("control_hz", 20.0, "control rate: at most one observation per 1/control_hz"))
@@ -59,7 +60,7 @@ class TokenizerNode(Node):
         if len(self.arm_joints) != 7:
             raise ValueError(f"arm_joints must name the 7 arm joints of the spec, got {self.arm_joints}")
 
-        self.spec = specs.rgb_stacking_spec(cameras, image_size)
+        self.spec = specs.rgb_stacking_spec(cameras, image_size).without([k for k in omit if k])
         self.tokenizer = Tokenizer(self.spec)
         self.camera_keys = [f"{specs.CAMERA_PREFIX}{c}" for c in cameras]
         self.sync = ApproximateSync([*self.camera_keys, JOINTS, POSE], self.camera_keys, slop=slop,
