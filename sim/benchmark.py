@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from gato_robot.core.specs import CAMERA_PREFIX, Kind, RobotSpec
+from gato_robot.core.stats import wilson_interval
 from gato_robot.sim import objects
 from gato_robot.sim.env import RgbStackingEnv
 from gato_robot.sim.policies import make_policy, needs_privileged
@@ -29,17 +30,6 @@ from gato_robot.sim.rollout import run_episode
 # DeepMind's released state-based MPO specialists, 1000 episodes per triplet (rgb_stacking.md).
 MPO_SPECIALISTS = {"rgb_test_triplet1": 77.7, "rgb_test_triplet2": 47.4, "rgb_test_triplet3": 83.5,
                    "rgb_test_triplet4": 79.9, "rgb_test_triplet5": 89.5}
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score 95% interval for a binomial proportion."""
-    if n == 0:
-        return 0.0, 1.0
-    phat = successes / n
-    denom = 1 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _env_for(policy: Any, policy_name: str, triplet: str, images: bool) -> RgbStackingEnv:

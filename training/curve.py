@@ -12,22 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
+from gato_robot.core.stats import wilson_interval
+
 EVALUATIONS = "evaluations.jsonl"
-
-
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def read_curve(run_dir: str | Path) -> dict[str, Any]:
@@ -61,7 +52,7 @@ def read_curve(run_dir: str | Path) -> dict[str, Any]:
             point.update(success=success, mean_success=mean)
             if episodes:
                 n = episodes * len(success)
-                point["mean_ci95"] = list(wilson(round(mean * n), n))
+                point["mean_ci95"] = list(wilson_interval(round(mean * n), n))
                 point["episodes"] = n
         points.append(point)
     return {"run": str(run), "sim_eval_episodes_per_triplet": episodes, "points": points}

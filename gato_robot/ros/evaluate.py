@@ -75,7 +75,8 @@ def run_triplet(model_dir: str | os.PathLike, triplet: str, episodes: int, seed:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gato_robot.sim.benchmark import MPO_SPECIALISTS, wilson_interval
+    from gato_robot.core.stats import wilson_interval
+    from gato_robot.sim.benchmark import MPO_SPECIALISTS
     from gato_robot.sim.objects import expand_triplets
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -74,14 +74,20 @@ def encode_observation_rows(block: TokenBlock) -> np.ndarray:
     return rows
 
 
+def _observation_array(rows: np.ndarray, dtype: type, width: int, what: str) -> np.ndarray:
+    """``rows`` as a (N, width) array of ``dtype`` with 1..MAX_ROWS rows, or ValueError saying what was wrong."""
+    rows = np.asarray(rows)
+    if rows.dtype != dtype or rows.ndim != 2 or rows.shape[1] != width:
+        raise ValueError(f"{what} must be {np.dtype(dtype)} (N, {width}), got {rows.dtype} {rows.shape}")
+    if not 1 <= rows.shape[0] <= MAX_ROWS:
+        raise ValueError(f"an observation has 1..{MAX_ROWS} token rows, got {rows.shape[0]}")
+    return rows
+
+
 def decode_observation_rows(rows: np.ndarray) -> TokenBlock:
     """The inverse of :func:`encode_observation_rows`, validating everything a policy relies on."""
-    rows = np.asarray(rows)
-    if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != ROW_BYTES:
-        raise ValueError(f"observation rows must be uint8 (N, {ROW_BYTES}), got {rows.dtype} {rows.shape}")
+    rows = _observation_array(rows, np.uint8, ROW_BYTES, "observation rows")
     n = rows.shape[0]
-    if not 1 <= n <= MAX_ROWS:
-        raise ValueError(f"an observation has 1..{MAX_ROWS} token rows, got {n}")
     head = np.ascontiguousarray(rows[:, :HEAD_BYTES]).view(HEAD_DTYPE).astype(np.int64)  # (N, 7)
     if np.any(head < 0):
         raise ValueError("observation rows: token, kind, position and interval fields must be >= 0")
@@ -111,12 +117,8 @@ def decode_observation_rows(rows: np.ndarray) -> TokenBlock:
 def observation_from_float_rows(rows: np.ndarray) -> np.ndarray:
     """Rows of the former float32 layout (N, 775: the seven fields as floats, then 768 patch values) as the
     current uint8 rows, exactly (patch values that are not those of 8-bit pixels raise ValueError)."""
-    rows = np.asarray(rows)
-    if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != FLOAT_ROW_WIDTH:
-        raise ValueError(f"float observation rows must be float32 (N, {FLOAT_ROW_WIDTH}), got {rows.dtype} {rows.shape}")
+    rows = _observation_array(rows, np.float32, FLOAT_ROW_WIDTH, "float observation rows")
     n = rows.shape[0]
-    if not 1 <= n <= MAX_ROWS:
-        raise ValueError(f"an observation has 1..{MAX_ROWS} token rows, got {n}")
     head = rows[:, :len(HEAD_FIELDS)]
     if not np.all(np.isfinite(head)) or np.any(head != np.round(head)) or np.any(np.abs(head) >= 1 << 24):
         raise ValueError("observation rows: token, kind, position and interval columns must be whole numbers")
