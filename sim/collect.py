@@ -7,6 +7,19 @@ Each file holds the policy observations of the spec (images rendered), the clipp
 rewards, metadata (task, triplet, objects, seed, success, return, policy="scripted_expert", success rule)
 and the privileged object poses in ``extras/object_poses`` (T, 3, 7), never a policy input.
 ``--successful-only`` keeps only successful episodes (failed seeds are skipped, not retried).
+
+Two ways to show a behaviour-cloned policy the states its own mistakes lead to; in both the recorded action is
+always the expert's (the label), only the executed action differs:
+
+- ``--action-noise SIGMA`` (DART, Laskey et al. 2017): the env executes the expert's action plus temporally
+  correlated Gaussian noise on the motion dimensions (an AR(1) process, correlation 0.9 per 50 ms step, standard
+  deviation SIGMA times each limit); the gripper is left alone. The expert, acting from the true state each step,
+  demonstrates the recovery.
+- ``--dagger onnx:DIR`` (DAgger, Ross et al. 2011): a trained policy drives; at each step the expert's action is
+  executed instead with probability ``--dagger-beta``. The expert labels every state the learner visits.
+
+    python -m gato_robot.sim.collect --triplets test --episodes-per-triplet 40 --image-size 64 --seed 200000 \
+        --dagger onnx:runs/stacking-cpu/onnx --dagger-beta 0.3 --out runs/stack_data/dagger1
 """
 
 from __future__ import annotations
@@ -23,13 +36,55 @@ from gato_robot.data.episodes import Episode, write_episode
 from gato_robot.sim import objects
 from gato_robot.sim.env import RgbStackingEnv
 from gato_robot.sim.expert import ScriptedExpert
-from gato_robot.sim.rollout import run_episode
+from gato_robot.sim.policies import action_array, make_policy
+from gato_robot.sim.rollout import Executor, run_episode
+
+NOISE_CORRELATION = 0.9  # AR(1) coefficient of the DART noise per control step (about 0.5 s correlation time)
+
+
+def noise_executor(env: RgbStackingEnv, sigma: float, seed: int) -> Executor:
+    """The expert's action plus AR(1) Gaussian noise of standard deviation ``sigma`` x each motion limit."""
+    low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
+    scale = sigma * (high - low) / 2
+    scale[-1] = 0.0  # the gripper: a random release is not a mistake the policy would make
+    rng = np.random.default_rng([seed, 0xDA27])
+    noise = np.zeros_like(scale)
+    innovation = np.sqrt(1 - NOISE_CORRELATION**2)
+
+    def execute(action: np.ndarray, obs: dict[str, np.ndarray]) -> np.ndarray:
+        nonlocal noise
+        noise = NOISE_CORRELATION * noise + innovation * scale * rng.standard_normal(scale.shape)
+        return np.clip(action + noise, low, high).astype(np.float32)
+
+    return execute
+
+
+def dagger_executor(learner: Any, beta: float, seed: int) -> Executor:
+    """The learner's action, or with probability ``beta`` the expert's. The learner steps every control cycle
+    (its context holds every observation), whichever action is executed."""
+    rng = np.random.default_rng([seed, 0xDA66])
+    state = learner.initial_state()
+
+    def execute(action: np.ndarray, obs: dict[str, np.ndarray]) -> np.ndarray:
+        nonlocal state
+        learned, state = learner.step(obs, state)
+        return action if rng.random() < beta else action_array(learned)
+
+    return execute
 
 
 def collect_one(triplet: str, seed: int, out: Path, cameras: int, image_size: int,
-                successful_only: bool) -> dict[str, Any]:
+                successful_only: bool, action_noise: float = 0.0, dagger: str | None = None,
+                dagger_beta: float = 0.0) -> dict[str, Any]:
     env = _env(triplet, cameras, image_size)
-    result = run_episode(env, ScriptedExpert(), seed, record=True)
+    execute, executed = None, "scripted_expert"
+    if action_noise > 0:
+        execute = noise_executor(env, action_noise, seed)
+        executed = f"scripted_expert + AR(1) noise, sigma {action_noise} of the limits"
+    elif dagger:
+        execute = dagger_executor(_learner(dagger), dagger_beta, seed)
+        executed = f"{dagger} (the expert's action with probability {dagger_beta})"
+    result = run_episode(env, ScriptedExpert(), seed, record=True, execute=execute)
     info = {"triplet": triplet, "seed": seed, "success": result.success, "path": None}
     if successful_only and not result.success:
         return info
@@ -42,7 +97,7 @@ def collect_one(triplet: str, seed: int, out: Path, cameras: int, image_size: in
             "task": "rgb_stacking", "triplet": triplet, "objects": result.objects, "seed": seed,
             "success": result.success, "stacked_at_end": result.stacked_at_end, "return": result.episode_return,
             "policy": "scripted_expert", "success_rule": "stacked for >= 20 consecutive control steps (1 s)",
-            "simulator": "pybullet", "control_hz": 20,
+            "simulator": "pybullet", "control_hz": 20, "executed": executed,
         },
         extras={"object_poses": np.stack(result.object_poses).astype(np.float32)},
     )
@@ -61,6 +116,22 @@ def _env(triplet: str, cameras: int, image_size: int) -> RgbStackingEnv:
     return _ENVS[key]
 
 
+_LEARNERS: dict[str, Any] = {}
+
+
+def _learner(name: str) -> Any:
+    """One learner per worker process (an ONNX session with one intra-op thread: the workers are the
+    parallelism)."""
+    if name not in _LEARNERS:
+        if name.startswith("onnx:"):
+            from gato_robot.runtime.onnx_policy import OnnxPolicy
+
+            _LEARNERS[name] = OnnxPolicy(name.split(":", 1)[1], providers="cpu", intra_op_threads=1)
+        else:
+            _LEARNERS[name] = make_policy(name)
+    return _LEARNERS[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--triplets", default="test", help="test, all, or comma-separated triplet names")
@@ -71,11 +142,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="first seed; episode i of each triplet uses seed + i")
     ap.add_argument("--successful-only", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("data/rgb_stacking_demos"))
+    ap.add_argument("--action-noise", type=float, default=0.0, metavar="SIGMA",
+                    help="DART: execute the expert's action plus correlated noise of SIGMA x each motion limit")
+    ap.add_argument("--dagger", default=None, metavar="POLICY",
+                    help="DAgger: this policy (onnx:DIR or torch:CHECKPOINT) drives, the expert labels")
+    ap.add_argument("--dagger-beta", type=float, default=0.0,
+                    help="DAgger: probability of executing the expert's action at a step (default 0)")
     args = ap.parse_args(argv)
     try:
         triplets = objects.expand_triplets(args.triplets)
         if args.episodes_per_triplet < 1 or args.workers < 1:
             raise ValueError("--episodes-per-triplet and --workers must be at least 1")
+        if not 0 <= args.action_noise <= 1 or not 0 <= args.dagger_beta <= 1:
+            raise ValueError("--action-noise and --dagger-beta must be within [0, 1]")
+        if args.action_noise > 0 and args.dagger:
+            raise ValueError("choose one of --action-noise and --dagger")
+        if args.dagger and not args.dagger.startswith(("onnx:", "torch:")):
+            raise ValueError(f"--dagger takes onnx:DIR or torch:CHECKPOINT, got {args.dagger!r}")
         objects.mesh_files()  # fail here, once, if the mesh wheel is missing
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -85,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(t, args.seed + i) for t in triplets for i in range(args.episodes_per_triplet)]
     done: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(collect_one, t, s, args.out, args.cameras, args.image_size, args.successful_only)
-                   for t, s in jobs]
+        futures = [pool.submit(collect_one, t, s, args.out, args.cameras, args.image_size, args.successful_only,
+                               args.action_noise, args.dagger, args.dagger_beta) for t, s in jobs]
         with tqdm(total=len(futures), desc="episodes", unit="ep") as bar:
             for f in as_completed(futures):
                 done.append(f.result())

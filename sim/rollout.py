@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -48,10 +49,17 @@ class EpisodeResult:
 REACHED_M, LIFTED_M, OVER_M = 0.05, 0.03, 0.05
 
 
+Executor = Callable[[np.ndarray, dict[str, np.ndarray]], np.ndarray]
+
+
 def run_episode(env: RgbStackingEnv, policy: Policy, seed: int, record: bool = False,
-                frames: bool = False) -> EpisodeResult:
+                frames: bool = False, execute: Executor | None = None) -> EpisodeResult:
     """Roll out one 400-step episode. ``record`` keeps the policy observations, actions and object poses;
-    ``frames`` keeps a rendered image per step for videos."""
+    ``frames`` keeps a rendered image per step for videos.
+
+    ``execute(action, observation)``, when given, returns the action the env executes instead of ``policy``'s,
+    while ``policy``'s action is the one recorded: the label. Demo collection uses it for noise injection (DART)
+    and DAgger (a learner drives, the expert labels the states it visits)."""
     obs, info = env.reset(seed=seed)
     state = policy.initial_state()
     result = EpisodeResult(env.triplet_name, list(info["objects"]), seed, False, False, 0.0, 0)
@@ -62,13 +70,14 @@ def run_episode(env: RgbStackingEnv, policy: Policy, seed: int, record: bool = F
         _progress(result, obs["proprio/tool_pose"], info["object_poses"], red_z0)
         action, state = policy.step(obs, state)
         action = action_array(action)
+        executed = action if execute is None else np.asarray(execute(action, obs), np.float32)
         if record:
             for k in policy_keys:
                 result.observations.setdefault(k, []).append(obs[k])
             result.object_poses.append(info["object_poses"])
         if frames:
             result.frames.append(np.concatenate([obs[k] for k in policy_keys if k.startswith("camera/")], axis=1))
-        obs, reward, terminated, truncated, info = env.step(action)
+        obs, reward, terminated, truncated, info = env.step(executed)
         if record:
             result.actions.append(np.clip(action, env.action_space.low, env.action_space.high))
             result.rewards.append(float(reward))

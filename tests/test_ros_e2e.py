@@ -40,7 +40,8 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
     domain = testing.domain_for(request.node.nodeid)
     params = testing.write_params(tmp_path / "stack.yaml", {
         "gato_policy": {"providers": "cpu", "intra_op_threads": 1},
-        "gato_sim": {"episode_steps": STEPS, "max_episodes": 1, "start_paused": True},
+        # lockstep waits up to 10 s for each command: a stalled CI machine must not step the sim without one
+        "gato_sim": {"episode_steps": STEPS, "max_episodes": 1, "start_paused": True, "lockstep_timeout_s": 10.0},
     })
     probe = testing.Probe(domain)
     deep = common.QoSProfile(depth=200, reliability=common.ReliabilityPolicy.RELIABLE)

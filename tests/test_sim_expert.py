@@ -123,3 +123,56 @@ def test_bad_policy_and_triplet_names_are_clear_errors(tmp_path, capsys):
         make_policy("gpt")
     assert benchmark.main(["--triplets", "rgb_test_triplet7", "--out", str(tmp_path)]) == 2
     assert "valid names" in capsys.readouterr().err
+
+
+def test_executed_action_drives_while_the_policy_labels():
+    """run_episode(execute=...): the env executes the executor's action, the record keeps the policy's."""
+    env = RgbStackingEnv(render_images=False, privileged=True, object_ids=("s0", "s0", "s0"))
+    executed = []
+
+    def hold_still(action, obs):
+        executed.append(action)
+        return np.array([0, 0, 0, 0, -255], np.float32)
+
+    try:
+        r = run_episode(env, ScriptedExpert(), seed=0, record=True, execute=hold_still)
+    finally:
+        env.close()
+    labels, tool = np.stack(r.actions), np.stack(r.observations["proprio/tool_pose"])
+    np.testing.assert_allclose(labels, np.stack(executed))  # the expert's actions are the record
+    assert np.abs(labels[:, :3]).max() > 0.02  # the expert asked to move...
+    assert np.abs(tool[:, :3] - tool[0, :3]).max() < 0.01  # ...the arm, given zeros, stayed
+    assert not r.success
+
+
+def test_dart_noise_perturbs_motion_within_limits_and_never_the_gripper():
+    env = RgbStackingEnv(render_images=False, privileged=True)
+    try:
+        execute = collect.noise_executor(env, 0.5, seed=3)
+        low, high = env.action_space.low, env.action_space.high
+        a = np.array([0.0, 0.0, 0.0, 0.0, 255.0], np.float32)
+        out = np.stack([execute(a, {}) for _ in range(2000)])
+    finally:
+        env.close()
+    assert np.all(out >= low) and np.all(out <= high) and np.all(out[:, 4] == 255.0)
+    std = out[:, :4].std(axis=0) / ((high[:4] - low[:4]) / 2)
+    assert np.all((std > 0.3) & (std < 0.7)), std  # about sigma (0.5) of each limit, before clipping
+    lag1 = [np.corrcoef(out[:-1, i], out[1:, i])[0, 1] for i in range(4)]
+    assert min(lag1) > 0.8, lag1  # correlated in time: it pushes the arm off course, not just jitters
+
+
+def test_collect_dagger_records_the_expert_labels_of_the_learners_states(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    from gato_robot.model.export import export_random_policy
+
+    model = export_random_policy(tmp_path / "tiny")  # untrained: it drives where the expert would not (128 px)
+    info = collect.collect_one("rgb_test_triplet1", 0, tmp_path / "data", cameras=2, image_size=128,
+                               successful_only=False, dagger=f"onnx:{model}", dagger_beta=0.0)
+    with EpisodeReader(info["path"]) as reader:
+        ep = reader.read()
+        assert reader.metadata["policy"] == "scripted_expert"
+        assert reader.metadata["executed"].startswith(f"onnx:{model}")
+        executed = ep.observations["proprio/previous_action"][1:]  # what the env ran, one step late
+        labels = ep.actions["action"][:-1]
+        assert np.abs(executed - labels).max() > 0.01  # the learner drove, the expert labelled
