@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -148,7 +149,9 @@ def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path
     results: list[dict[str, Any]] = []
     from tqdm import tqdm
 
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: the caller may be a trainer whose OpenMP / intra-op thread pools are not fork-safe (a forked
+    # worker that runs torch there hangs forever in a futex)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_run_chunk, policy, t, s, images) for t, s in chunks]
         with tqdm(total=len(triplets) * episodes, desc=f"{policy} episodes", unit="ep") as bar:
             for f in futures:

@@ -51,7 +51,8 @@ def run_sim_benchmark(checkpoint_dir: str | os.PathLike, *, episodes: int, seed:
     try:
         from gato_robot.sim.objects import expand_triplets
 
-        rows = fn(f"torch:{checkpoint_dir}", expand_triplets(triplets), episodes, 1,  # type: ignore[operator]
+        workers = max(1, min(4, os.cpu_count() or 1))  # the training step waits: use the cores
+        rows = fn(f"torch:{checkpoint_dir}", expand_triplets(triplets), episodes, workers,  # type: ignore[operator]
                   Path(checkpoint_dir) / "sim_benchmark", seed, video_episodes=0)
     except Exception as e:  # the benchmark must never take the training run down
         log.warning("simulated benchmark failed on %s: %s: %s", checkpoint_dir, type(e).__name__, e)
