@@ -176,3 +176,31 @@ def test_collect_dagger_records_the_expert_labels_of_the_learners_states(tmp_pat
         executed = ep.observations["proprio/previous_action"][1:]  # what the env ran, one step late
         labels = ep.actions["action"][:-1]
         assert np.abs(executed - labels).max() > 0.01  # the learner drove, the expert labelled
+
+
+FORK_SAFETY_SCRIPT = """
+import sys, torch
+from pathlib import Path
+from gato_robot.model.export import export_random_policy
+from gato_robot.sim import benchmark
+torch.set_num_threads(2)
+torch.ones(512, 512) @ torch.ones(512, 512)  # the parent's intra-op thread pool is running, as in a trainer
+root = Path(sys.argv[1])
+export_random_policy(root / "tiny")
+rows = benchmark.run(f"torch:{root / 'tiny' / 'checkpoint'}", ["rgb_test_triplet1"], 1, 1, root / "bench",
+                     video_episodes=0)
+assert rows[0]["episodes"] == 1
+print("ok")
+"""
+
+
+def test_benchmark_workers_start_safely_from_a_process_running_torch_threads(tmp_path):
+    """The trainer's simulated evaluation calls the benchmark from a process whose torch thread pool is live: a
+    forked worker running torch there hung forever (OpenMP is not fork-safe); workers are spawned."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", FORK_SAFETY_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
