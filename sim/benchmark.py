@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import multiprocessing
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -48,8 +49,9 @@ def _env_for(policy: Any, policy_name: str, triplet: str, images: bool) -> RgbSt
                           privileged=needs_privileged(policy_name))
 
 
-def _run_chunk(policy_name: str, triplet: str, seeds: list[int], images: bool) -> list[dict[str, Any]]:
-    policy = make_policy(policy_name, seed=seeds[0] if seeds else 0)
+def _run_chunk(policy_name: str, triplet: str, seeds: list[int], images: bool,
+               threads: int | None = None) -> list[dict[str, Any]]:
+    policy = make_policy(policy_name, seed=seeds[0] if seeds else 0, threads=threads)
     env = _env_for(policy, policy_name, triplet, images)
     out = [run_episode(env, policy, s).summary() for s in seeds]
     env.close()
@@ -152,7 +154,8 @@ def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path
     # spawn, not fork: the caller may be a trainer whose OpenMP / intra-op thread pools are not fork-safe (a forked
     # worker that runs torch there hangs forever in a futex)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_chunk, policy, t, s, images) for t, s in chunks]
+        threads = max(1, (os.cpu_count() or 1) // workers)  # the workers split the cores
+        futures = [pool.submit(_run_chunk, policy, t, s, images, threads) for t, s in chunks]
         with tqdm(total=len(triplets) * episodes, desc=f"{policy} episodes", unit="ep") as bar:
             for f in futures:
                 results += f.result()

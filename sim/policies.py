@@ -45,8 +45,10 @@ def needs_privileged(name: str) -> bool:
     return name == "expert"
 
 
-def make_policy(name: str, seed: int = 0) -> Policy:
-    """``expert``, ``random``, ``torch:<checkpoint>`` or ``onnx:<export dir>``."""
+def make_policy(name: str, seed: int = 0, threads: int | None = None) -> Policy:
+    """``expert``, ``random``, ``torch:<checkpoint>`` or ``onnx:<export dir>``. ``threads``: the CPU threads a torch
+    or ONNX policy may use (None: the library's default, all cores). Parallel workers must split the cores: with
+    two workers of two threads each on two cores, the thread pools' spin-waiting made an episode 30x slower."""
     if name == "expert":
         from gato_robot.sim.expert import ScriptedExpert
 
@@ -60,6 +62,10 @@ def make_policy(name: str, seed: int = 0) -> Policy:
             raise ValueError(
                 f"torch policies need gato_robot.model.policy.TorchPolicy and PyTorch (pip install -e .[torch]): {e}"
             ) from e
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         return TorchPolicy.from_checkpoint(name.split(":", 1)[1])
     if name.startswith("onnx:"):
         try:
@@ -69,5 +75,5 @@ def make_policy(name: str, seed: int = 0) -> Policy:
                 f"onnx policies need gato_robot.runtime.onnx_policy.OnnxPolicy and onnxruntime "
                 f"(pip install -e .[onnx]): {e}"
             ) from e
-        return OnnxPolicy.from_directory(name.split(":", 1)[1])
+        return OnnxPolicy.from_directory(name.split(":", 1)[1], intra_op_threads=threads or 0)
     raise ValueError(f"unknown policy {name!r}; use expert, random, torch:<checkpoint> or onnx:<directory>")
