@@ -9,9 +9,15 @@ within 5 cm of red; the expert moving horizontally faster than 1 cm/s, its headi
 pushing blue over first, not adjusting above the grasp) each commanded horizontal velocity (vx, vy) is compared with
 the true direction from the tool to red, read from the privileged object poses the collector stores in
 ``extras/object_poses`` (never a policy input). Reported: the mean cosine and the share of steps within 45 degrees,
-for the policy and for a blind baseline that heads for red's average position over the ``--reference`` episodes
-(it knows the tool's position and where red usually is, and sees nothing). A policy that does no better than the
-blind baseline is not locating red in its camera images.
+for the policy and for two blind baselines that see nothing but the tool's position: one heads for red's average
+start position over the ``--reference`` episodes, the other keeps going away from the tool's average start
+position (the expert travels roughly straight, so where the tool already is tells where it is heading). A policy
+that does no better than the blind baselines is not locating red in its camera images.
+
+Open loop, a policy with history can also read the expert's heading off its inputs instead of the images: from
+``proprio/previous_action`` (the copycat shortcut), or from the change of the tool pose between the timesteps in its
+context. ``--no-history`` starts every step from an empty context (one timestep: no motion to read), so only
+what the current images and proprioception say about red's direction remains.
 """
 
 from __future__ import annotations
@@ -35,8 +41,11 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return np.divide(v, n, out=np.zeros_like(v), where=n > 1e-9)
 
 
-def mean_red_xy(files: list[Path]) -> np.ndarray:
-    return np.mean([read_episode(f).extras["object_poses"][0, 0, :2] for f in files], axis=0)
+def mean_starts(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Red's and the tool's average start positions (x, y) over ``files``."""
+    eps = [read_episode(f) for f in files]
+    return (np.mean([e.extras["object_poses"][0, 0, :2] for e in eps], axis=0),
+            np.mean([e.observations[TOOL][0, :2] for e in eps], axis=0))
 
 
 def approach_steps(ep) -> np.ndarray:
@@ -55,15 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", required=True, help="expert episodes the policy was not trained on")
     p.add_argument("--reference", required=True, help="training episodes: red's average position for the baseline")
     p.add_argument("--files", type=int, default=0, help="at most this many episodes (0: all)")
+    p.add_argument("--no-history", action="store_true", help="an empty context at every step (one timestep)")
     p.add_argument("--json", help="write the result here")
     a = p.parse_args(argv)
     files = list_episodes(a.episodes)
     files = files[:a.files] if a.files else files
     if not files:
         p.error(f"no episodes under {a.episodes}")
-    red_avg = mean_red_xy(list_episodes(a.reference))
+    red_avg, tool_start = mean_starts(list_episodes(a.reference))
     policy = OnnxPolicy.from_directory(a.model, providers="cpu")
-    cos: dict[str, list[float]] = {"policy": [], "blind (average red position)": []}
+    cos: dict[str, list[float]] = {"policy": [], "blind (average red position)": [], "blind (on from the start)": []}
     for f in files:
         ep = read_episode(f)
         steps = set(approach_steps(ep).tolist())
@@ -71,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         state = policy.initial_state()
         for t in range(max(steps) + 1):
+            if a.no_history:
+                if t not in steps:
+                    continue
+                state = policy.initial_state()
             action, state = policy.step(ep.observation(t), state)
             if t not in steps:
                 continue
@@ -81,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # the expert is doing something else here
             cos["policy"].append(float(_unit(action[:2]) @ to_red))
             cos["blind (average red position)"].append(float(_unit(red_avg - tool) @ to_red))
+            cos["blind (on from the start)"].append(float(_unit(tool - tool_start) @ to_red))
     rows = {k: {"mean_cosine": float(np.mean(v)), "within_45deg": float(np.mean(np.asarray(v) > np.cos(np.pi / 4)))}
             for k, v in cos.items()}
     n = len(cos["policy"])
@@ -90,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:>30}{r['mean_cosine']:>14.3f}{100 * r['within_45deg']:>14.1f}%")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"model": a.model, "episodes": a.episodes, "steps": n, **rows}, indent=1))
+        Path(a.json).write_text(json.dumps({"model": a.model, "episodes": a.episodes, "steps": n,
+                                            "no_history": a.no_history, **rows}, indent=1))
     return 0
 
 
