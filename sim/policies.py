@@ -62,11 +62,7 @@ def make_policy(name: str, seed: int = 0, threads: int | None = None) -> Policy:
             raise ValueError(
                 f"torch policies need gato_robot.model.policy.TorchPolicy and PyTorch (pip install -e .[torch]): {e}"
             ) from e
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
-        return TorchPolicy.from_checkpoint(name.split(":", 1)[1])
+        return TorchPolicy.from_checkpoint(name.split(":", 1)[1], threads=threads)
     if name.startswith("onnx:"):
         try:
             from gato_robot.runtime.onnx_policy import OnnxPolicy

@@ -96,9 +96,13 @@ class TorchPolicy:
         self._prompt_cache: KVCache | None = None  # encoded on first initial_state()
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu", **kw: Any) -> TorchPolicy:
+    def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu", threads: int | None = None,
+                        **kw: Any) -> TorchPolicy:
+        """``threads``: torch's intra-op CPU threads for this process (None: leave the setting alone)."""
         from gato_robot.model.checkpoint import load_checkpoint, read_checkpoint_config
 
+        if threads is not None:
+            torch.set_num_threads(threads)
         model, spec = load_checkpoint(path, device=device)
         if "tokenizer" not in kw:
             kw["tokenizer"] = Tokenizer.from_settings(spec, read_checkpoint_config(path).get("tokenizer"))
