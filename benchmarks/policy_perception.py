@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gato_robot.data.episodes import list_episodes, read_episode
+from gato_robot.data.episodes import EpisodeReader, list_episodes, read_episode
 from gato_robot.runtime.onnx_policy import OnnxPolicy
 
 TOOL = "proprio/tool_pose"
@@ -43,7 +43,10 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def mean_starts(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     """Red's and the tool's average start positions (x, y) over ``files``."""
-    eps = [read_episode(f) for f in files]
+    eps = []
+    for f in files:  # the first timestep only (checksummed): not 400 steps of images per episode
+        with EpisodeReader(f) as r:
+            eps.append(r.read(0, 1))
     return (np.mean([e.extras["object_poses"][0, 0, :2] for e in eps], axis=0),
             np.mean([e.observations[TOOL][0, :2] for e in eps], axis=0))
 

@@ -120,15 +120,9 @@ _LEARNERS: dict[str, Any] = {}
 
 
 def _learner(name: str) -> Any:
-    """One learner per worker process (an ONNX session with one intra-op thread: the workers are the
-    parallelism)."""
+    """One learner per worker process, on one CPU thread: the workers are the parallelism."""
     if name not in _LEARNERS:
-        if name.startswith("onnx:"):
-            from gato_robot.runtime.onnx_policy import OnnxPolicy
-
-            _LEARNERS[name] = OnnxPolicy(name.split(":", 1)[1], providers="cpu", intra_op_threads=1)
-        else:
-            _LEARNERS[name] = make_policy(name)
+        _LEARNERS[name] = make_policy(name, threads=1)
     return _LEARNERS[name]
 
 
