@@ -74,11 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     files = files[:a.files] if a.files else files
     if not files:
         p.error(f"no episodes under {a.episodes}")
-    red_avg, tool_start = mean_starts(list_episodes(a.reference))
+    reference = list_episodes(a.reference)
+    if not reference:
+        p.error(f"no episodes under {a.reference}")
+    try:
+        red_avg, tool_start = mean_starts(reference)
+    except KeyError as e:
+        p.error(f"--reference episodes need extras/object_poses and {TOOL} (gato_robot.sim.collect): missing {e}")
     policy = OnnxPolicy.from_directory(a.model, providers="cpu")
     cos: dict[str, list[float]] = {"policy": [], "blind (average red position)": [], "blind (on from the start)": []}
     for f in files:
         ep = read_episode(f)
+        if "object_poses" not in ep.extras:
+            p.error(f"{f} has no extras/object_poses: use episodes from gato_robot.sim.collect")
         steps = set(approach_steps(ep).tolist())
         if not steps:
             continue
