@@ -305,7 +305,10 @@ def test_6_malformed_messages_no_crash_clear_log_no_invalid_command(ros):
         sensors.publish(t, cameras=CAMERAS[:1])
         right.publish(image(*bad_images[k % len(bad_images)], t))
         time.sleep(0.02)
-    for k in range(20):  # valid cameras and pose; malformed joint states
+    # the last valid joints and pose above must not pair with the valid cameras below: wait past the slop
+    # (0.025 s) and the max age (0.15 s), or such a set would be a genuinely synchronised, valid one
+    time.sleep(0.3)
+    for k in range(20):  # valid cameras; malformed joint states and tool poses
         t = probe.now()
         js = JointState()
         js.header.stamp = common.sec_to_stamp(t)

@@ -161,3 +161,30 @@ def test_stack_and_wire_import_without_rclpy():
     code = "import sys, gato_robot.ros.stack, gato_robot.ros.wire; print(sorted(m for m in sys.modules if 'rclpy' in m))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_node_processes_spin_the_events_executor_where_rclpy_has_it(monkeypatch):
+    """common.run spins rclpy's EventsExecutor (C++ event queue: about half the executor CPU per control step of
+    the SingleThreadedExecutor, docs/ros.md) when rclpy has it; GATO_ROS_EXECUTOR=single forces the other."""
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.executors import SingleThreadedExecutor
+
+    from gato_robot.ros import common
+
+    context = rclpy.Context()
+    context.init()
+    try:
+        monkeypatch.delenv(common.EXECUTOR_ENV, raising=False)
+        try:
+            from rclpy.experimental import EventsExecutor  # noqa: F401
+        except ImportError:
+            assert isinstance(common.make_executor(context), SingleThreadedExecutor)
+        else:
+            assert type(common.make_executor(context)).__name__ == "EventsExecutor"
+        monkeypatch.setenv(common.EXECUTOR_ENV, "single")
+        assert isinstance(common.make_executor(context), SingleThreadedExecutor)
+        monkeypatch.setenv(common.EXECUTOR_ENV, "fastest")
+        with pytest.raises(ValueError, match="GATO_ROS_EXECUTOR"):
+            common.make_executor(context)
+    finally:
+        context.try_shutdown()

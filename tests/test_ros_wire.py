@@ -42,6 +42,36 @@ def test_observation_rows_round_trip_exactly():
     assert not rec["pixels"][~img].any() and not rec["row_hi"][~img].any()
 
 
+@pytest.mark.parametrize("image_size", [64, 128])
+def test_observation_encoder_makes_the_tokenizers_bytes(image_size):
+    """The tokenizer node's fast path (camera pixels prepared on arrival, rows from a template) must publish
+    exactly what encode_observation_rows(tokenize_observation(...)) would, for any camera size and values."""
+    spec = rgb_stacking_spec(2, image_size).without(["proprio/previous_action"])
+    tok = Tokenizer(spec)
+    enc = wire.ObservationEncoder(tok)
+    rng = np.random.default_rng(1)
+    for trial in range(12):
+        obs = random_observation(spec, rng)
+        for name in enc.images:  # cameras of other sizes, resized by both paths
+            h, w = (int(x) for x in rng.integers(17, 3 * image_size, 2))
+            obs[name] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for name in enc.values:
+            obs[name] = obs[name] * 10.0 ** int(rng.integers(-3, 3))  # small to saturating magnitudes
+        reference = wire.encode_observation_rows(tok.tokenize_observation(obs))
+        prepared = {k: enc.camera_pixels(k, v) if k in enc.images else v for k, v in obs.items()}
+        assert enc.encode(prepared).tobytes() == reference.tobytes(), trial
+        assert enc.encode(obs).tobytes() == reference.tobytes(), trial  # images given as images
+    # what the tokenizer refuses, the encoder refuses
+    bad = dict(prepared, **{"proprio/joint_angles": np.full(7, np.nan)})
+    with pytest.raises(ValueError, match="non-finite"):
+        enc.encode(bad)
+    with pytest.raises(ValueError, match="lacks key"):
+        enc.encode({k: v for k, v in prepared.items() if k != "proprio/tool_pose"})
+    with pytest.raises(ValueError, match="smaller than one 16x16 patch"):
+        enc.camera_pixels(next(iter(enc.images)), np.zeros((8, 8, 3), np.uint8))
+    assert not enc.template.flags.writeable  # one template, never mutated by encode
+
+
 def test_patch_values_are_the_patchify_formula_and_invert_exactly():
     pixels = np.arange(256, dtype=np.uint8)
     formula = pixels.astype(np.float32) * (2.0 / 255.0) - 1.0

@@ -160,6 +160,21 @@ def patchify(image: np.ndarray, key: str = "image") -> tuple[np.ndarray, np.ndar
     return patches, np.repeat(rows, n_cols, axis=0), np.tile(cols, (h // p, 1))
 
 
+def patch_pixels_of(image: np.ndarray, height: int, width: int, key: str = "image") -> np.ndarray:
+    """The (N, 768) uint8 pixels of an image's patches for a ``height x width`` spec entry, in :func:`patchify`'s
+    raster order, each patch row-major (16, 16, 3): what ``patchify`` makes patch values of, without the floats.
+    An image of another size is resized first, as the tokenizer does."""
+    img = check_image(image, key)
+    if img.shape[:2] != (height, width):
+        img = resize_image(img, height, width)
+    if height % vocab.PATCH_SIZE or width % vocab.PATCH_SIZE:
+        img = fit_image(img, key=key)
+    h, w = img.shape[:2]
+    p = vocab.PATCH_SIZE
+    grid = img.reshape(h // p, p, w // p, p, 3).swapaxes(1, 2)
+    return grid.reshape(-1, vocab.PATCH_PIXELS)  # one copy (the swap makes it non-contiguous)
+
+
 def patch_values(pixels: np.ndarray) -> np.ndarray:
     """uint8 pixels (any shape) to patch values, float32: ``(pixel / 255 * 2 - 1) / sqrt(patch_size)``.
 
@@ -328,6 +343,14 @@ class Tokenizer:
         if s.kind is Kind.DISCRETE:
             return TokenBlock.of_tokens(self._discrete(s, arr), vocab.TokenKind.DISCRETE)
         return TokenBlock.of_tokens(self._continuous(s, arr), vocab.TokenKind.CONTINUOUS)
+
+    def value_tokens(self, name: str, value: Any) -> np.ndarray:
+        """The vocabulary ids of one discrete or continuous observation entry (what ``tokenize_observation`` puts
+        in its place), validated the same way."""
+        s = self.spec.observation(name)
+        if s.kind in (Kind.TEXT, Kind.IMAGE):
+            raise ValueError(f"{name}: value_tokens takes discrete or continuous entries, not {s.kind.value}")
+        return self._tokenize_entry(s, value, True).tokens
 
     def _discrete(self, s: TensorSpec, arr: np.ndarray) -> np.ndarray:
         if arr.dtype.kind not in "iub":

@@ -7,6 +7,7 @@ ROS messages (bytes, never per-element lists: ``msg.data = arr.tobytes()``, read
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from array import array as byte_array
@@ -17,7 +18,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -157,6 +158,26 @@ class RejectLog:
 
 
 # -- the process --------------------------------------------------------------------------------------------
+EXECUTOR_ENV = "GATO_ROS_EXECUTOR"
+
+
+def make_executor(context: rclpy.context.Context | None = None) -> Executor:
+    """The executor a node process spins: rclpy's EventsExecutor (C++, an event queue instead of rebuilding a
+    wait set per callback; rclpy >= 9, Kilted) where rclpy has it, else the SingleThreadedExecutor.
+    ``GATO_ROS_EXECUTOR=single`` forces the latter (e.g. to compare, or if the experimental one misbehaves)."""
+    choice = os.environ.get(EXECUTOR_ENV, "events").strip().lower()
+    if choice not in ("events", "single"):
+        raise ValueError(f"{EXECUTOR_ENV} must be 'events' or 'single', got {choice!r}")
+    if choice == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:  # older rclpy (e.g. a Humble or Jazzy system install)
+            pass
+        else:
+            return EventsExecutor(context=context)
+    return SingleThreadedExecutor(context=context)
+
+
 def run(make_node: Callable[[], Node], args: Sequence[str] | None = None) -> int:
     """init / build / spin / finally destroy_node + try_shutdown. Ctrl-C and SIGTERM end cleanly (exit 0);
     a configuration error (ValueError, FileNotFoundError) exits 2 with one clear line."""
@@ -165,7 +186,10 @@ def run(make_node: Callable[[], Node], args: Sequence[str] | None = None) -> int
     code = 0
     try:
         node = make_node()
-        rclpy.spin(node)
+        executor = make_executor()
+        executor.add_node(node)
+        while rclpy.ok():  # not executor.spin(): rclpy 9.1's EventsExecutor.spin() never runs a callback
+            executor.spin_once(timeout_sec=0.5)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, FileNotFoundError) as e:

@@ -7,7 +7,9 @@ the patches as uint8 pixels, ``gato_robot.ros.wire``; reliable, keep last 1), he
 stamp, frame_id = the spec name.
 
 Decisions live in pure code: synchronisation and staleness in ``gato_robot.core.sync``, decoding in
-``gato_robot.ros.wire``, tokenization in ``gato_robot.core.tokenizer``.
+``gato_robot.ros.wire``, tokenization in ``gato_robot.core.tokenizer``. Each image is resized and cut into patch
+pixels as it arrives (``wire.ObservationEncoder.camera_pixels``), so a complete set only costs copying the pixels
+into the rows and tokenizing the proprioception (the same bytes as ``tokenize_observation``, tested).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class TokenizerNode(Node):
 
         self.spec = specs.rgb_stacking_spec(cameras, image_size).without([k for k in omit if k])
         self.tokenizer = Tokenizer(self.spec)
+        self.encoder = wire.ObservationEncoder(self.tokenizer)  # the tokenizer's rows, images prepared on arrival
         self.camera_keys = [f"{specs.CAMERA_PREFIX}{c}" for c in cameras]
         self.sync = ApproximateSync([*self.camera_keys, JOINTS, POSE], self.camera_keys, slop=slop,
                                     max_age=max_age, min_interval=0.9 / self.control_hz)
@@ -95,8 +98,8 @@ class TokenizerNode(Node):
 
     def on_camera(self, key: str, msg: Image) -> None:
         try:
-            img = common.image_rgb(msg)
-            self.sync.add(key, common.stamp_to_sec(msg.header.stamp), img)
+            pixels = self.encoder.camera_pixels(key, common.image_rgb(msg))  # resized + patch order, now
+            self.sync.add(key, common.stamp_to_sec(msg.header.stamp), pixels)
         except ValueError as e:
             self._reject(f"image on {key}", e)
             return
@@ -174,7 +177,7 @@ class TokenizerNode(Node):
         obs["proprio/gripper"] = wire.gripper_state(fq, fdq, closing=self.previous_gripper > 0)
         obs["proprio/previous_action"] = np.array([*self.previous_velocity, self.previous_gripper])
         try:
-            rows = wire.encode_observation_rows(self.tokenizer.tokenize_observation(obs))
+            rows = self.encoder.encode(obs)  # = encode_observation_rows(tokenizer.tokenize_observation(images))
         except ValueError as e:
             self._reject("observation", e)
             return

@@ -19,13 +19,14 @@ read, by :func:`observation_from_float_rows`, so observations recorded with it r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from gato_robot.core import vocab
 from gato_robot.core.sequence import TokenBlock
-from gato_robot.core.tokenizer import patch_values
+from gato_robot.core.specs import Kind
+from gato_robot.core.tokenizer import Tokenizer, patch_pixels_of, patch_values
 
 # -- observation rows ---------------------------------------------------------------------------------------
 HEAD_FIELDS = ("token", "kind", "local_pos", "row_lo", "row_hi", "col_lo", "col_hi")
@@ -72,6 +73,64 @@ def encode_observation_rows(block: TokenBlock) -> np.ndarray:
     rows[:, :HEAD_BYTES] = head.view(np.uint8)
     rows[img, HEAD_BYTES:] = patch_pixels(block.patches.reshape(block.num_patches, vocab.PATCH_PIXELS))
     return rows
+
+
+class ObservationEncoder:
+    """``encode_observation_rows(tokenizer.tokenize_observation(obs))`` for one spec, without the float round trip.
+
+    Every field of the rows but the pixels and the proprioception's token ids depends on the spec alone, so the
+    rows are a template made once by the tokenizer itself. Per observation, each camera's patch pixels (made by
+    :meth:`camera_pixels`, e.g. as the image arrives, while the node waits for the rest of the set) are copied in
+    and the other entries are tokenized (``Tokenizer.value_tokens``). Same bytes as the reference path (tested);
+    specs with text observations (variable length) are refused with ValueError.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        spec = tokenizer.spec
+        dummy: dict[str, np.ndarray] = {}
+        for s in spec.observations:
+            if s.kind is Kind.TEXT:
+                raise ValueError(f"{s.name}: text observations have no fixed layout; use encode_observation_rows")
+            dtype = np.uint8 if s.kind is Kind.IMAGE else np.int64 if s.kind is Kind.DISCRETE else np.float64
+            dummy[s.name] = np.zeros(s.shape, dtype)
+        self.template = encode_observation_rows(tokenizer.tokenize_observation(dummy))
+        self.template.setflags(write=False)
+        self.images: dict[str, tuple[slice, int, int]] = {}  # name -> (rows, height, width)
+        self.values: dict[str, slice] = {}  # name -> rows
+        start = 0
+        for s in spec.observations:
+            n = s.shape[0] // vocab.PATCH_SIZE * (s.shape[1] // vocab.PATCH_SIZE) if s.kind is Kind.IMAGE \
+                else len(tokenizer.value_tokens(s.name, dummy[s.name]))
+            if s.kind is Kind.IMAGE:
+                self.images[s.name] = (slice(start, start + n), s.shape[0], s.shape[1])
+            else:
+                self.values[s.name] = slice(start, start + n)
+            start += n
+        if start + 1 != self.template.shape[0]:  # + the separator
+            raise AssertionError(f"layout of {spec.name}: {start} + 1 rows, the tokenizer made {self.template.shape[0]}")
+
+    def camera_pixels(self, name: str, image: np.ndarray) -> np.ndarray:
+        """An (H, W, 3) uint8 image as the (N, 768) patch pixels of spec entry ``name`` (resized when needed)."""
+        _, h, w = self.images[name]
+        return patch_pixels_of(image, h, w, name)
+
+    def encode(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The (N, 796) rows of an observation whose images are given as :meth:`camera_pixels` (or as images)."""
+        rows = self.template.copy()
+        for name, (sl, h, w) in self.images.items():
+            if name not in observation:
+                raise ValueError(f"observation lacks key {name!r} required by spec {self.tokenizer.spec.name!r}")
+            pixels = np.asarray(observation[name])
+            if pixels.shape != (sl.stop - sl.start, vocab.PATCH_PIXELS) or pixels.dtype != np.uint8:
+                pixels = patch_pixels_of(pixels, h, w, name)
+            rows[sl, HEAD_BYTES:] = pixels
+        for name, sl in self.values.items():
+            if name not in observation:
+                raise ValueError(f"observation lacks key {name!r} required by spec {self.tokenizer.spec.name!r}")
+            ids = self.tokenizer.value_tokens(name, observation[name]).astype(HEAD_DTYPE)
+            rows[sl, :4] = ids.view(np.uint8).reshape(-1, 4)
+        return rows
 
 
 def _observation_array(rows: np.ndarray, dtype: type, width: int, what: str) -> np.ndarray:
