@@ -350,3 +350,53 @@ def test_dropped_observations_are_never_tokenized(episodes, tmp_path):
     assert trainer.spec == lean
     local = np.concatenate([np.asarray(trainer.train_set[i]["local_pos"]) for i in range(4)])
     assert local.max() == lean.max_timestep_tokens - 1  # whole timesteps of the lean spec, never the full one
+
+
+def test_auxiliary_targets_come_from_extras_at_each_separator_and_train_only_a_side_head(tmp_path):
+    """data.aux_extras: privileged per-timestep data (sim.collect's object poses) as a regression target at each
+    timestep's separator, never an input; the head is training-only (fine-tuning adds a fresh one; the policy
+    and its ONNX export do not use it)."""
+    from gato_robot.core import vocab
+    from gato_robot.data.episodes import write_episode
+
+    root = tmp_path / "demos"
+    rng = np.random.default_rng(3)
+    spec = demos.small_spec()
+    truth = {}
+    for i in range(4):
+        ep = demos.synthetic_episode(spec, 24, rng, "task_0")
+        poses = rng.normal(size=(24, 2, 7)).astype(np.float32)  # like object_poses: (T, objects, xyz + quat)
+        ep.extras["poses"] = poses
+        truth[i] = poses
+        write_episode(root / f"episode_{i:05d}.h5", ep)
+    aux = ["data.aux_extras=poses", "data.aux_take=3", "data.aux_center=0.5,0,-0.5", "data.aux_scale=0.2",
+           "model.aux_outputs=6", "data.workers=0", "data.prompt_fraction=0"]
+    trainer = Trainer(tiny_config(root, tmp_path / "aux", *aux), DistInfo())
+    assert trainer.model.aux_head is not None and trainer.model.aux_head.out_features == 6
+    sample = trainer.train_set[0]
+    sep = (sample["tokens"] == vocab.SEPARATOR) & sample["valid"]
+    np.testing.assert_array_equal(sample["aux_mask"], sep)  # exactly the separators of the sequence
+    assert sep.sum() >= 2 and not sample["aux"][~sample["aux_mask"]].any()
+    # the targets are the episode's extras of each separator's timestep: some episode and start fit them all
+    targets = sample["aux"][sep]
+    expected = [(truth[i][t: t + len(targets), :, :3] - np.array([0.5, 0, -0.5], np.float32)) / np.float32(0.2)
+                for i in truth for t in range(24 - len(targets) + 1)]
+    assert any(np.allclose(e.reshape(len(targets), 6), targets) for e in expected)
+    # a step trains the head and the model through it; the action loss is reported as before
+    batch = data.collate_samples([trainer.train_set[i] for i in range(4)])
+    head_before = trainer.model.aux_head.weight.detach().clone()
+    res = trainer.train_step([batch])
+    assert math.isfinite(res.loss) and trainer.last_aux_loss is not None and trainer.last_aux_loss > 0
+    assert not torch.equal(head_before, trainer.model.aux_head.weight)
+    # fine-tuning a checkpoint without a head adds a fresh one; every other weight is the checkpoint's
+    trainer.step = 1
+    plain_ckpt = Trainer(tiny_config(root, tmp_path / "plain", "data.workers=0"), DistInfo()).save()
+    ft = Trainer(tiny_config(root, tmp_path / "ft", *aux, f"model.init_from={plain_ckpt}"), DistInfo())
+    plain = load_checkpoint(plain_ckpt)[0].state_dict()
+    assert all(torch.equal(plain[k], v) for k, v in ft.model.state_dict().items() if not k.startswith("aux_head."))
+    # the policy loads an auxiliary checkpoint and steps without the head's help
+    from gato_robot.model.policy import TorchPolicy
+    policy = TorchPolicy.from_checkpoint(trainer.save(), threads=1)
+    obs = {s.name: np.zeros(s.shape, np.uint8) if s.kind.value == "image" else np.zeros(s.shape) for s in spec.observations}
+    action, state = policy.step(obs, policy.initial_state())
+    assert action.shape == (3,) and np.isfinite(action).all() and state.timestep == 1

@@ -301,9 +301,14 @@ def load_weights(path: str | os.PathLike, model: nn.Module) -> None:
     cfg = read_checkpoint_config(path)
     saved = GatoConfig.from_dict(cfg["model"])
     current = model.config  # type: ignore[attr-defined]
-    if saved.replace(dropout=current.dropout, name=current.name) != current:
+    if saved.replace(dropout=current.dropout, name=current.name, aux_outputs=current.aux_outputs) != current:
         raise CheckpointError(f"{path}: checkpoint model {saved} differs from the configured model {current}; "
                               f"set model.preset/model.context to match it")
-    model_sd = load_file(str(path / MODEL_WEIGHTS))
+    weights = load_file(str(path / MODEL_WEIGHTS))
+    model_sd = {k: v for k, v in weights.items() if not k.startswith("aux_head.")}
+    if current.aux_outputs:  # the training-only head: the checkpoint's when it has one of this size, else fresh
+        same = saved.aux_outputs == current.aux_outputs
+        model_sd.update({k: weights[k] if same else v.detach().cpu().clone()
+                         for k, v in model.state_dict().items() if k.startswith("aux_head.")})
     set_state_dict(model, [], model_state_dict=model_sd, optim_state_dict={},
                    options=StateDictOptions(full_state_dict=True, strict=True))

@@ -51,6 +51,7 @@ class ModelSection:
     dropout: float | None = None  # None: the preset's (0.0); the paper fine-tunes with 0.1
     init_from: str | None = None  # a checkpoint directory (model.safetensors + config.json) to fine-tune from
     freeze: tuple[str, ...] = ()  # glob patterns over parameter names, e.g. "embed.*", "blocks.[0-3].*"
+    aux_outputs: int | None = None  # training-only auxiliary head (data.aux_extras); None: the base model's
 
     def __post_init__(self) -> None:
         self.freeze = tuple(self.freeze)
@@ -131,8 +132,21 @@ class DataSection:
     prefetch: int = 4  # batches prefetched per worker
     max_damaged: int = 10  # damaged episode files skipped (with their path) before the run stops
     domains: tuple[DomainConfig, ...] = ()  # a multi-domain mixture (replaces train/eval/domain when given)
+    # auxiliary targets (training signal only, never an input): at each timestep's separator the model regresses
+    # extras/<aux_extras>[t][..., :aux_take] (e.g. object_poses -> the three objects' positions), centred on
+    # aux_center and divided by aux_scale, weighted by aux_weight against the action loss; "" disables
+    aux_extras: str = ""
+    aux_take: int = 3
+    aux_center: tuple[float, ...] = ()
+    aux_scale: float = 0.1
+    aux_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        self.aux_center = tuple(float(x) for x in self.aux_center)
+        if self.aux_take <= 0 or self.aux_scale <= 0 or self.aux_weight < 0:
+            raise ValueError("data.aux_take and data.aux_scale must be > 0 and data.aux_weight >= 0")
+        if self.aux_center and len(self.aux_center) != self.aux_take:
+            raise ValueError(f"data.aux_center has {len(self.aux_center)} values for aux_take={self.aux_take}")
         self.train = tuple(self.train)
         self.eval = tuple(self.eval)
         self.drop_observations = tuple(self.drop_observations)

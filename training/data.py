@@ -140,12 +140,41 @@ def _min_max_timestep_tokens(spec: RobotSpec) -> tuple[int, int]:
     return max(1, spec.max_timestep_tokens - text), spec.max_timestep_tokens
 
 
+@dataclasses.dataclass(frozen=True)
+class AuxTargets:
+    """Auxiliary regression targets from an episode's extras (privileged data as a training signal, never an
+    input): per timestep ``(extras[name][t][..., :take] - center) / scale``, flattened; asked of the model at the
+    timestep's separator, after it has seen that timestep's observation (``Gato.forward(aux_targets=...)``)."""
+
+    extras: str
+    take: int = 3
+    center: tuple[float, ...] = ()
+    scale: float = 0.1
+
+    @classmethod
+    def from_config(cls, section: Any) -> AuxTargets | None:
+        if not section.aux_extras:
+            return None
+        return cls(section.aux_extras, section.aux_take, tuple(section.aux_center), section.aux_scale)
+
+    def values(self, extras: dict[str, np.ndarray], path: str) -> np.ndarray:
+        """(T, K) float32 targets of the timesteps read."""
+        if self.extras not in extras:
+            raise DataError(f"{path}: no extras/{self.extras} for data.aux_extras (episodes from sim.collect have "
+                            f"extras/object_poses); have {sorted(extras)}")
+        arr = np.asarray(extras[self.extras], np.float32)[..., : self.take]
+        if self.center:
+            arr = arr - np.asarray(self.center, np.float32)
+        return (arr / np.float32(self.scale)).reshape(arr.shape[0], -1)
+
+
 class WindowDataset(torch.utils.data.Dataset):
     """Map-style view of an endless, deterministic stream of training sequences (see module docstring)."""
 
     def __init__(self, index: EpisodeIndex, *, context: int, seed: int, stream: int = TRAIN_STREAM,
                  prompt_fraction: float = 0.25, prompt_end_fraction: float = 0.5, prompt_tokens: int | None = None,
-                 domain_id: int = 0, train: bool = True, max_damaged: int = 10, text_targets: bool = True) -> None:
+                 domain_id: int = 0, train: bool = True, max_damaged: int = 10, text_targets: bool = True,
+                 aux: AuxTargets | None = None) -> None:
         if not index.episodes:
             raise DataError("no usable episodes (empty folders, all damaged, or all filtered out)")
         self.index, self.context, self.seed, self.stream = index, context, seed, stream
@@ -155,6 +184,7 @@ class WindowDataset(torch.utils.data.Dataset):
             raise ValueError(f"data.prompt_tokens {self.prompt_tokens} must be smaller than the context {context}")
         self.domain_id, self.train, self.max_damaged = domain_id, train, max_damaged
         self.text_targets = text_targets  # False for control domains: instructions are context, actions the targets
+        self.aux = aux
         lengths = np.array([e.length for e in index.episodes], np.float64)
         self._cum = np.cumsum(lengths / lengths.sum())
         self._same_task = {t: [i for i, e in enumerate(index.episodes) if e.task == t] for t in _group(index.episodes)}
@@ -172,20 +202,27 @@ class WindowDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.stream, int(i)])
         for _ in range(_MAX_RETRIES):
             try:
-                block = self._sequence(rng)
+                block, aux = self._sequence(rng)
                 break
             except EpisodeError as e:
                 self._report(e)
         else:
             raise DataError(f"sample {i}: {_MAX_RETRIES} windows in a row hit damaged data; see the warnings above")
         b = collate([block], self.context, rng if self.train else None)
-        return {
+        sample = {
             "tokens": b.tokens[0], "pixels": _pixels(b.patches[0], b.is_image[0]), "patch_row": b.patch_row[0],
             "patch_col": b.patch_col[0], "local_pos": b.local_pos[0], "is_image": b.is_image[0],
             "loss_mask": b.loss_mask[0], "valid": b.valid[0], "domain": np.int64(self.domain_id),
         }
+        if aux is not None:  # targets at the window's separators (a prompt's rows are NaN: not asked)
+            mask = np.zeros(self.context, bool)
+            mask[: len(block)] = (block.kinds == vocab.TokenKind.SEPARATOR) & ~np.isnan(aux[:, 0])
+            targets = np.zeros((self.context, aux.shape[1]), np.float32)
+            targets[mask] = aux[mask[: len(block)]]
+            sample["aux"], sample["aux_mask"] = targets, mask
+        return sample
 
-    def _sequence(self, rng: np.random.Generator) -> TokenBlock:
+    def _sequence(self, rng: np.random.Generator) -> tuple[TokenBlock, np.ndarray | None]:
         e = int(np.searchsorted(self._cum, rng.random(), side="right").clip(0, len(self.index) - 1))
         prompt = TokenBlock.empty()
         if rng.random() < self.prompt_fraction:
@@ -193,9 +230,14 @@ class WindowDataset(torch.utils.data.Dataset):
             from_end = rng.random() < self.prompt_end_fraction
             if others:
                 prompt = self._prompt(others[int(rng.integers(len(others)))], from_end, rng)
-        return TokenBlock.concatenate([prompt, self._window(e, self.context - len(prompt), rng)])
+        window, aux = self._window(e, self.context - len(prompt), rng)
+        if aux is not None:
+            aux = np.concatenate([np.full((len(prompt), aux.shape[1]), np.nan, np.float32), aux])
+        return TokenBlock.concatenate([prompt, window]), aux
 
-    def _window(self, e: int, budget: int, rng: np.random.Generator, *, at_end: bool = False) -> TokenBlock:
+    def _window(self, e: int, budget: int, rng: np.random.Generator, *,
+                at_end: bool = False) -> tuple[TokenBlock, np.ndarray | None]:
+        """A window of episode e and, with auxiliary targets, their rows per token (N, K)."""
         info = self.index.episodes[e]
         tok = self._tokenizer(info.spec)
         least, most = _min_max_timestep_tokens(tok.spec)
@@ -209,10 +251,13 @@ class WindowDataset(torch.utils.data.Dataset):
             raise
         obs, act = zip(*((ep.observation(t), ep.action(t)) for t in range(len(ep))))
         block = build_episode(tok, obs, act, first_timestep=first, text_targets=self.text_targets)
-        return last_window(block, budget) if at_end else windows(block, budget)[0]
+        window = last_window(block, budget) if at_end else windows(block, budget)[0]
+        if self.aux is None:
+            return window, None
+        return window, self.aux.values(ep.extras, info.path)[window.timestep - first]
 
     def _prompt(self, e: int, from_end: bool, rng: np.random.Generator) -> TokenBlock:
-        block = self._window(e, self.prompt_tokens, rng, at_end=from_end)
+        block, _ = self._window(e, self.prompt_tokens, rng, at_end=from_end)
         block.loss_mask = np.zeros_like(block.loss_mask)  # the prompt conditions; it is not a target
         return block
 

@@ -66,6 +66,8 @@ def model_config(cfg: TrainConfig) -> GatoConfig:
         changes["context"] = m.context
     if m.dropout is not None:
         changes["dropout"] = m.dropout
+    if m.aux_outputs is not None:
+        changes["aux_outputs"] = m.aux_outputs
     return base.replace(**changes)
 
 
@@ -96,6 +98,7 @@ class Trainer:
         self._build_data()
         self._build_model()
         self.step, self.samples, self.tokens_seen = 0, 0, 0
+        self.last_aux_loss: float | None = None  # the auxiliary regression loss of the last step (data.aux_extras)
         self._resume(resume)
         self._stop_requested = False
         self._writer: Any = None
@@ -128,7 +131,7 @@ class Trainer:
         self.context = c.model.context or (model_config(c).context)
         common = dict(context=self.context, seed=c.run.seed, prompt_fraction=d.prompt_fraction,
                       prompt_end_fraction=d.prompt_end_fraction, prompt_tokens=d.prompt_tokens,
-                      max_damaged=d.max_damaged)
+                      max_damaged=d.max_damaged, aux=data.AuxTargets.from_config(d))
         self.domains = [d.domain]
         self.domain_eval_sets: list[Any] = []
         self.domain_specs: dict[str, Any] = {}
@@ -259,15 +262,24 @@ class Trainer:
         totals = self.dist.all_reduce_sum(torch.tensor([sum(counts), tokens], dtype=torch.float64, device=self.device))
         total_targets, total_tokens = int(totals[0].item()), int(totals[1].item())
         loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
+        aux_sum = torch.zeros((), dtype=torch.float32, device=self.device)
         self.model.train()
         for i, b in enumerate(micro):
             inputs, loss_mask, valid = to_inputs(b, self.device)
+            aux = {}
+            if "aux" in b:  # data.aux_extras: the auxiliary regression at the separators
+                aux = dict(aux_targets=b["aux"].to(self.device), aux_mask=b["aux_mask"].to(self.device))
             with self._grad_sync(i == len(micro) - 1), self._autocast():
-                out = self.wrapped(inputs, loss_mask=loss_mask, valid=valid, return_logits=False)
+                out = self.wrapped(inputs, loss_mask=loss_mask, valid=valid, return_logits=False, **aux)
                 # DDP/FSDP average gradients over ranks: weight by this micro-batch's share of the global targets
                 weight = counts[i] * self.dist.world_size / max(total_targets, 1)
-                (out.loss * weight).backward()
+                total = out.loss * weight
+                if out.aux_loss is not None:
+                    total = total + out.aux_loss * (self.cfg.data.aux_weight / len(micro))
+                    aux_sum += out.aux_loss.detach().float() / len(micro)
+                total.backward()
             loss_sum += out.loss.detach().float() * counts[i]
+        self.last_aux_loss = float(aux_sum) if aux else None  # this rank's, for the log
         flags = torch.stack([loss_sum, torch.tensor(float(self._stop_requested), device=self.device)])
         flags = self.dist.all_reduce_sum(flags)
         max_norm = self.cfg.optim.grad_clip or math.inf
@@ -338,6 +350,8 @@ class Trainer:
                 window: dict[str, float], bar: Any) -> None:
         row = {"step": self.step, "loss": res.loss, "grad_norm": res.grad_norm, "lr": lr, "tokens": res.tokens,
                "targets": res.targets}
+        if self.last_aux_loss is not None:
+            row["aux_loss"] = self.last_aux_loss
         if len(self.domains) > 1:  # per-domain sequences, tokens and targets of this step (this rank's share)
             row["domains"] = self._domain_counts(micro)
             for name, n in row["domains"].items():
@@ -355,12 +369,15 @@ class Trainer:
                    "perf/tokens_per_s": tok_s, "perf/step_s": elapsed / max(window["steps"], 1),
                    "perf/data_wait_frac": window["wait"] / max(elapsed, 1e-9)}
         scalars.update({f"train/loss_{k}": v for k, v in self._domain_losses(micro, res.loss).items()})
+        if self.last_aux_loss is not None:
+            scalars["train/aux_loss"] = self.last_aux_loss
         if len(self.domains) > 1:
             scalars.update({f"data/tokens_{k}": float(v) for k, v in self.domain_tokens.items()})
         if self.dist.is_main:
             self._scalars(scalars)
             if bar is not None:
-                bar.set_postfix(loss=f"{res.loss:.4f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}")
+                extra = {} if self.last_aux_loss is None else {"aux": f"{self.last_aux_loss:.4f}"}
+                bar.set_postfix(loss=f"{res.loss:.4f}", **extra, tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}")
             else:
                 log.info("step %d loss %.4f lr %.2e grad_norm %.3f tokens/s %.0f data_wait %.0f%%", self.step,
                          res.loss, lr, res.grad_norm, tok_s, 100 * scalars["perf/data_wait_frac"])

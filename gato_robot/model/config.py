@@ -37,6 +37,9 @@ class GatoConfig:
     dropout: float = 0.0  # embeddings, attention weights and residual branches; the paper fine-tunes with 0.1
     norm_eps: float = 1e-5
     name: str = "custom"
+    # training-only auxiliary regression head (e.g. object positions from the images at each separator; the
+    # policy, its KV-cache decoding and the ONNX export never use it): its outputs, 0 = none
+    aux_outputs: int = 0
 
     def __post_init__(self) -> None:
         for field in ("n_layer", "d_model", "d_ff", "n_head", "context", "vocab_size", "patch_channels",
@@ -64,6 +67,8 @@ class GatoConfig:
                 f"GatoConfig.local_positions {self.local_positions} < {vocab.MAX_TOKENS_PER_TIMESTEP}, the "
                 "tokenizer's maximum tokens per timestep"
             )
+        if not isinstance(self.aux_outputs, int) or isinstance(self.aux_outputs, bool) or self.aux_outputs < 0:
+            raise ValueError(f"GatoConfig.aux_outputs must be a non-negative integer, got {self.aux_outputs!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GatoConfig.dropout must be in [0, 1), got {self.dropout}")
         if not self.norm_eps > 0:

@@ -92,6 +92,7 @@ class Block(nn.Module):
 class GatoOutput(NamedTuple):
     logits: torch.Tensor | None  # (B, T, V), None when not asked for
     loss: torch.Tensor | None  # () mean cross-entropy over counted targets, None without loss_mask
+    aux_loss: torch.Tensor | None = None  # () auxiliary regression loss, None without aux targets
 
 
 class Gato(nn.Module):
@@ -101,6 +102,8 @@ class Gato(nn.Module):
         self.embed = GatoEmbedding(cfg)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        # training-only: regresses e.g. object positions from the final states (GatoConfig.aux_outputs)
+        self.aux_head = nn.Linear(cfg.d_model, cfg.aux_outputs) if cfg.aux_outputs else None
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/sqrt(2 L)
             if name.endswith(("attn.proj.weight", "mlp.2.weight")):
@@ -120,12 +123,15 @@ class Gato(nn.Module):
 
     # -- whole sequences ---------------------------------------------------------------------------------
     def forward(self, x: GatoInputs, loss_mask: torch.Tensor | None = None, valid: torch.Tensor | None = None,
-                window: int | None = None, return_logits: bool = True) -> GatoOutput:
+                window: int | None = None, return_logits: bool = True, aux_targets: torch.Tensor | None = None,
+                aux_mask: torch.Tensor | None = None) -> GatoOutput:
         """Causal forward over (B, T) right-padded sequences.
 
         loss_mask, valid: (B, T) bool; the target tokens[t + 1] counts where loss_mask[t + 1] & valid[t + 1].
         window: each query sees only the last ``window`` tokens (itself included); None = plain causal.
         return_logits=False skips the (B, T, V) logits and evaluates the head only at counted targets.
+        aux_targets (B, T, aux_outputs), aux_mask (B, T) bool: the auxiliary head's smooth-L1 loss at the masked
+        positions (the state there has seen only tokens up to and including that position).
         """
         t = x.tokens.shape[1]
         mask = None if window is None or window >= t else banded_causal_mask(t, window, x.tokens.device)
@@ -138,7 +144,17 @@ class Gato(nn.Module):
             targets = x.tokens[:, 1:][counted]  # (K,)
             logits_k = self.head(h[:, :-1][counted])  # (K, V)
             loss = F.cross_entropy(logits_k.float(), targets, reduction="sum") / counted.sum().clamp(min=1)
-        return GatoOutput(self.head(h) if return_logits else None, loss)
+        aux_loss = None
+        if aux_targets is not None:
+            if self.aux_head is None:
+                raise ValueError("aux_targets given to a model without an auxiliary head (GatoConfig.aux_outputs=0)")
+            if aux_mask is None or aux_targets.shape[-1] != self.config.aux_outputs:
+                raise ValueError(f"aux_targets must be (B, T, {self.config.aux_outputs}) with an aux_mask (B, T), "
+                                 f"got {tuple(aux_targets.shape)}")
+            pred = self.aux_head(self.ln_f(h[aux_mask]))  # (M, aux_outputs)
+            aux_loss = F.smooth_l1_loss(pred.float(), aux_targets[aux_mask].float(), reduction="sum")
+            aux_loss = aux_loss / (aux_mask.sum().clamp(min=1) * self.config.aux_outputs)
+        return GatoOutput(self.head(h) if return_logits else None, loss, aux_loss)
 
     # -- step by step ------------------------------------------------------------------------------------
     def empty_cache(self, batch: int = 1, max_append: int = DEFAULT_MAX_APPEND,
