@@ -165,13 +165,12 @@ def patch_pixels_of(image: np.ndarray, height: int, width: int, key: str = "imag
     raster order, each patch row-major (16, 16, 3): what ``patchify`` makes patch values of, without the floats.
     An image of another size is resized first, as the tokenizer does."""
     img = check_image(image, key)
+    if height % vocab.PATCH_SIZE or width % vocab.PATCH_SIZE:
+        raise ValueError(f"{key}: spec image size {height}x{width} is not a multiple of {vocab.PATCH_SIZE}")
     if img.shape[:2] != (height, width):
         img = resize_image(img, height, width)
-    if height % vocab.PATCH_SIZE or width % vocab.PATCH_SIZE:
-        img = fit_image(img, key=key)
-    h, w = img.shape[:2]
     p = vocab.PATCH_SIZE
-    grid = img.reshape(h // p, p, w // p, p, 3).swapaxes(1, 2)
+    grid = img.reshape(height // p, p, width // p, p, 3).swapaxes(1, 2)
     return grid.reshape(-1, vocab.PATCH_PIXELS)  # one copy (the swap makes it non-contiguous)
 
 
