@@ -53,9 +53,10 @@ Executor = Callable[[np.ndarray, dict[str, np.ndarray]], np.ndarray]
 
 
 def run_episode(env: RgbStackingEnv, policy: Policy, seed: int, record: bool = False,
-                frames: bool = False, execute: Executor | None = None) -> EpisodeResult:
+                frames: bool = False, execute: Executor | None = None, max_steps: int | None = None) -> EpisodeResult:
     """Roll out one 400-step episode. ``record`` keeps the policy observations, actions and object poses;
-    ``frames`` keeps a rendered image per step for videos.
+    ``frames`` keeps a rendered image per step for videos. ``max_steps`` stops it earlier (short demonstrations:
+    more start layouts per CPU second).
 
     ``execute(action, observation)``, when given, returns the action the env executes instead of ``policy``'s,
     while ``policy``'s action is the one recorded: the label. Demo collection uses it for noise injection (DART)
@@ -66,7 +67,7 @@ def run_episode(env: RgbStackingEnv, policy: Policy, seed: int, record: bool = F
     policy_keys = [k for k in obs if k not in (PRIVILEGED_POSES, PRIVILEGED_VERTICES)]
     truncated = terminated = False
     red_z0 = float(info["object_poses"][0][2])
-    while not (truncated or terminated):
+    while not (truncated or terminated) and (max_steps is None or result.steps < max_steps):
         _progress(result, obs["proprio/tool_pose"], info["object_poses"], red_z0)
         action, state = policy.step(obs, state)
         action = action_array(action)

@@ -100,6 +100,21 @@ def test_collect_writes_a_readable_episode(tmp_path):
         assert reader.metadata["return"] == pytest.approx(float(ep.rewards.sum()))
 
 
+def test_collect_max_steps_writes_a_short_episode_of_the_same_start(tmp_path):
+    paths = [collect.collect_one("rgb_test_triplet1", 0, tmp_path / str(n), cameras=2, image_size=64,
+                                 successful_only=False, max_steps=n)["path"] for n in (30, 31)]
+    with EpisodeReader(paths[0]) as reader:
+        short = reader.read()
+        assert len(short) == 30 and short.extras["object_poses"].shape == (30, 3, 7)
+        assert reader.metadata["max_steps"] == 30
+    with EpisodeReader(paths[1]) as reader:
+        longer = reader.read()
+    assert len(longer) == 31
+    # the same seed starts the same layout and the expert acts the same: the short one is a prefix
+    np.testing.assert_array_equal(longer.actions["action"][:30], short.actions["action"])
+    np.testing.assert_array_equal(longer.extras["object_poses"][:30], short.extras["object_poses"])
+
+
 def test_wilson_interval():
     lo, hi = benchmark.wilson_interval(90, 100)
     assert lo == pytest.approx(0.8256, abs=1e-3) and hi == pytest.approx(0.9448, abs=1e-3)
