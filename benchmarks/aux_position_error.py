@@ -53,7 +53,7 @@ def main() -> int:
     with torch.inference_mode():
         for start in range(0, args.sequences, 16):
             batch = data.collate_samples([ds[i] for i in range(start, min(start + 16, args.sequences))])
-            inputs, _, valid = to_inputs(batch, torch.device("cpu"))
+            inputs, _, _ = to_inputs(batch, torch.device("cpu"))
             h = model.embed(inputs)
             for block in model.blocks:
                 h = block(h, None)
