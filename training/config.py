@@ -154,6 +154,8 @@ class DataSection:
             d if isinstance(d, DomainConfig) else DomainConfig.parse(d) if isinstance(d, str) else DomainConfig(**d)
             for d in self.domains
         )
+        if self.aux_extras and self.domains:
+            raise ValueError("data.aux_extras works with single-domain runs (data.train), not data.domains")
         names = [d.name for d in self.domains]
         if len(set(names)) != len(names):
             raise ValueError(f"data.domains: names must be unique, got {names}")
