@@ -54,11 +54,8 @@ def main() -> int:
         for start in range(0, args.sequences, 16):
             batch = data.collate_samples([ds[i] for i in range(start, min(start + 16, args.sequences))])
             inputs, _, _ = to_inputs(batch, torch.device("cpu"))
-            h = model.embed(inputs)
-            for block in model.blocks:
-                h = block(h, None)
             mask = batch["aux_mask"]
-            preds.append(model.aux_head(model.ln_f(h[mask])).numpy())
+            preds.append(model.aux_predictions(model.states(inputs), mask).numpy())
             targets.append(batch["aux"][mask].numpy())
     k = aux.take
     pred = np.concatenate(preds).reshape(-1, len(OBJECTS), k) * aux.scale  # metres, centred

@@ -122,6 +122,21 @@ class Gato(nn.Module):
         return F.linear(self.ln_f(h), weight)
 
     # -- whole sequences ---------------------------------------------------------------------------------
+    def states(self, x: GatoInputs, window: int | None = None) -> torch.Tensor:
+        """The final (pre-norm) states (B, T, D) of a causal pass over whole sequences (``forward``'s ``window``)."""
+        t = x.tokens.shape[1]
+        mask = None if window is None or window >= t else banded_causal_mask(t, window, x.tokens.device)
+        h = self.embed(x)  # (B, T, D)
+        for block in self.blocks:
+            h = block(h, mask)
+        return h
+
+    def aux_predictions(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The auxiliary head's outputs (M, aux_outputs) at the M positions where ``mask`` (B, T) is set."""
+        if self.aux_head is None:
+            raise ValueError("this model has no auxiliary head (GatoConfig.aux_outputs=0)")
+        return self.aux_head(self.ln_f(h[mask]))
+
     def forward(self, x: GatoInputs, loss_mask: torch.Tensor | None = None, valid: torch.Tensor | None = None,
                 window: int | None = None, return_logits: bool = True, aux_targets: torch.Tensor | None = None,
                 aux_mask: torch.Tensor | None = None) -> GatoOutput:
@@ -133,11 +148,7 @@ class Gato(nn.Module):
         aux_targets (B, T, aux_outputs), aux_mask (B, T) bool: the auxiliary head's smooth-L1 loss at the masked
         positions (the state there has seen only tokens up to and including that position).
         """
-        t = x.tokens.shape[1]
-        mask = None if window is None or window >= t else banded_causal_mask(t, window, x.tokens.device)
-        h = self.embed(x)  # (B, T, D)
-        for block in self.blocks:
-            h = block(h, mask)
+        h = self.states(x, window)
         loss = None
         if loss_mask is not None:
             counted = loss_mask[:, 1:] if valid is None else loss_mask[:, 1:] & valid[:, 1:]  # (B, T-1)
@@ -151,7 +162,7 @@ class Gato(nn.Module):
             if aux_mask is None or aux_targets.shape[-1] != self.config.aux_outputs:
                 raise ValueError(f"aux_targets must be (B, T, {self.config.aux_outputs}) with an aux_mask (B, T), "
                                  f"got {tuple(aux_targets.shape)}")
-            pred = self.aux_head(self.ln_f(h[aux_mask]))  # (M, aux_outputs)
+            pred = self.aux_predictions(h, aux_mask)
             aux_loss = F.smooth_l1_loss(pred.float(), aux_targets[aux_mask].float(), reduction="sum")
             aux_loss = aux_loss / (aux_mask.sum().clamp(min=1) * self.config.aux_outputs)
         return GatoOutput(self.head(h) if return_logits else None, loss, aux_loss)
