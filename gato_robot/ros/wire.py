@@ -100,8 +100,7 @@ class ObservationEncoder:
         self.values: dict[str, slice] = {}  # name -> rows
         start = 0
         for s in spec.observations:
-            n = s.shape[0] // vocab.PATCH_SIZE * (s.shape[1] // vocab.PATCH_SIZE) if s.kind is Kind.IMAGE \
-                else len(tokenizer.value_tokens(s.name, dummy[s.name]))
+            n = s.num_tokens
             if s.kind is Kind.IMAGE:
                 self.images[s.name] = (slice(start, start + n), s.shape[0], s.shape[1])
             else:
@@ -117,17 +116,16 @@ class ObservationEncoder:
 
     def encode(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
         """The (N, 796) rows of an observation whose images are given as :meth:`camera_pixels` (or as images)."""
+        missing = [name for name in (*self.images, *self.values) if name not in observation]
+        if missing:
+            raise ValueError(f"observation lacks keys {missing} required by spec {self.tokenizer.spec.name!r}")
         rows = self.template.copy()
         for name, (sl, h, w) in self.images.items():
-            if name not in observation:
-                raise ValueError(f"observation lacks key {name!r} required by spec {self.tokenizer.spec.name!r}")
             pixels = np.asarray(observation[name])
             if pixels.shape != (sl.stop - sl.start, vocab.PATCH_PIXELS) or pixels.dtype != np.uint8:
                 pixels = patch_pixels_of(pixels, h, w, name)
             rows[sl, HEAD_BYTES:] = pixels
         for name, sl in self.values.items():
-            if name not in observation:
-                raise ValueError(f"observation lacks key {name!r} required by spec {self.tokenizer.spec.name!r}")
             ids = self.tokenizer.value_tokens(name, observation[name]).astype(HEAD_DTYPE)
             rows[sl, :4] = ids.view(np.uint8).reshape(-1, 4)
         return rows
