@@ -90,18 +90,20 @@ def diagnostics(probe, name: str, after: float = -np.inf) -> dict[str, str]:
 
 
 def drive(probe, sensors, seconds: float, cameras=None, until=None, rate: float = 20.0) -> float:
-    """Publish sensor sets at ``rate`` for ``seconds`` (or until ``until()``); returns the last stamp."""
+    """Publish sensor sets at ``rate`` for ``seconds`` (or until ``until()``); returns the last stamp as the
+    messages carry it (whole nanoseconds, read back as a float like ``stamp(msg)``: the float ``probe.now()`` itself
+    compares below the same message's stamp in about 4% of cases)."""
     end = time.monotonic() + seconds
     last = 0.0
     while time.monotonic() < end:
         last = probe.now()
         sensors.publish(last, cameras=cameras)
         if until is not None and until():
-            return last
+            return common.stamp_to_sec(common.sec_to_stamp(last))
         time.sleep(1.0 / rate)
     if until is not None:
         raise TimeoutError(f"condition not met within {seconds} s")
-    return last
+    return common.stamp_to_sec(common.sec_to_stamp(last))
 
 
 def start_chain(ros, tiny_policy):
