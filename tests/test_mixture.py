@@ -114,3 +114,8 @@ def test_multidomain_training_logs_per_domain_losses_tokens_and_rollouts(root, t
     assert {f"eval/loss_{d}" for d in ("babyai", "metaworld", "text", "caption", "vqa")} <= tags
     assert any(t.startswith("data/tokens_") for t in tags) and any(t.startswith("train/loss_") for t in tags)
     assert "rollout/success_babyai_GoToRedBall" in tags
+
+
+def test_a_markov_model_is_refused_for_a_mixture(root, tmp_path):
+    with pytest.raises(ValueError, match=r"model\.markov"):
+        Trainer(config(root, tmp_path, "model.markov=true"), DistInfo())

@@ -233,3 +233,25 @@ def test_checkpoint_refuses_foreign_configs(tmp_path):
     (d / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="unknown GatoConfig fields"):
         load_checkpoint(d)
+
+
+def test_a_markov_policy_acts_on_the_current_timestep_only():
+    """GatoConfig.markov: every step starts from the initial cache, so a step's logits are those of the same
+    observation given to a fresh state, whatever came before; with history (the default) they are not."""
+    spec = two_camera_spec()
+    rng = np.random.default_rng(7)
+    obs = [observation(spec, rng) for _ in range(4)]
+    torch.manual_seed(0)
+    base = Gato(preset("tiny", context=64))
+    markov = Gato(base.config.replace(markov=True)).eval()
+    markov.load_state_dict(base.state_dict())
+    for m, forgets in ((markov, True), (base.eval(), False)):
+        policy = TorchPolicy(m, spec, record_logits=True)
+        state = policy.initial_state()
+        for o in obs[:3]:
+            _, state = policy.step(o, state)
+        _, after_history = policy.step(obs[3], state)
+        _, alone = policy.step(obs[3], policy.initial_state())
+        assert after_history.timestep == 4
+        same = np.allclose(after_history.logits, alone.logits, atol=1e-5)
+        assert same is forgets

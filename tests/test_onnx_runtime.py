@@ -166,3 +166,23 @@ def test_bad_observations_are_refused_before_running(exported):
     assert state.pos == 0 and state.timestep == 0  # nothing ran
     with pytest.raises(ValueError, match="providers must be"):
         OnnxPolicy(root / "policy", providers="tpu")
+
+
+def test_a_markov_export_forgets_history_like_torch(tmp_path):
+    """A Markov model (GatoConfig.markov) is recorded in the manifest; the ONNX policy then restarts every step
+    from the initial cache without copying it: same tokens as the torch policy, and as a fresh state."""
+    torch.manual_seed(1)
+    model = Gato(preset("tiny", context=SPEC.max_timestep_tokens + 1, markov=True)).eval()
+    save_checkpoint(tmp_path / "ckpt", model, SPEC, Tokenizer(SPEC).settings)
+    export_onnx(tmp_path / "ckpt", tmp_path / "policy", parity_steps=5)
+    assert verify_manifest(tmp_path / "policy")["model"]["markov"] is True
+    op = OnnxPolicy(tmp_path / "policy", providers="cpu")
+    result = parity(TorchPolicy(model, SPEC, record_logits=True), op, generated_observations(SPEC, 12, seed=2))
+    assert result["token_agreement"] == 1.0 and result["max_rel_logit_error"] < 1e-4
+    obs = generated_observations(SPEC, 5, seed=8)
+    state = op.initial_state()
+    for o in obs:
+        _, state = op.step(o, state)
+    _, fresh = op.step(obs[4], op.initial_state())
+    np.testing.assert_allclose(state.logits, fresh.logits, rtol=1e-5, atol=1e-5)
+    assert state.pos == fresh.pos and state.timestep == 5

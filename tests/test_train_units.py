@@ -110,6 +110,20 @@ def test_sequences_fill_the_context_with_whole_timesteps(episodes):
         assert s["loss_mask"][:n].sum() == 3 * (n // per_step)  # only actions are targets
 
 
+def test_markov_windows_hold_one_timestep_from_anywhere_in_the_episode(episodes):
+    ds = dataset(episodes, prompt_fraction=0.0, max_timesteps=1)  # what model.markov asks of the trainer
+    per_step = demos.small_spec().max_timestep_tokens
+    firsts = set()
+    for i in range(40):
+        s = ds[i]
+        assert int(s["valid"].sum()) == per_step  # the rest of the 128-token context is padding
+        assert s["loss_mask"].sum() == 3
+        firsts.add(tuple(s["tokens"][:per_step]))
+    assert len(firsts) > 20  # different timesteps, not always the first
+    with pytest.raises(ValueError, match="max_timesteps"):
+        dataset(episodes, max_timesteps=0)
+
+
 def test_prompt_conditioning_fraction_and_masking(episodes):
     ds = dataset(episodes, prompt_fraction=0.5, prompt_tokens=48)
     per_step = demos.small_spec().max_timestep_tokens
@@ -251,6 +265,24 @@ def test_finetune_starts_from_the_checkpoint_with_frozen_layers_fixed(episodes, 
     ft.train_step([data.collate_samples([ft.train_set[i] for i in range(4)])])
     after = ft.model.state_dict()
     assert all(torch.equal(start[k], after[k]) == k.startswith("embed.") for k in start)
+
+
+def test_finetune_into_a_markov_policy_with_a_one_timestep_context(episodes, tmp_path):
+    """model.markov fine-tunes a history model (window and history have no parameters): one timestep per
+    window, and the saved checkpoint's policy restarts every step."""
+    base = Trainer(tiny_config(episodes, tmp_path / "base"), DistInfo())
+    base.step = 1
+    ckpt = base.save()
+    per_step = demos.small_spec().max_timestep_tokens
+    ft = Trainer(tiny_config(episodes, tmp_path / "ft", f"model.init_from={ckpt}", "model.markov=true",
+                             f"model.context={per_step + 1}", "data.workers=0", "data.prompt_fraction=0"), DistInfo())
+    assert ft.model.config.markov and ft.model.config.context == per_step + 1
+    assert all(torch.equal(v, ft.model.state_dict()[k]) for k, v in base.model.state_dict().items())
+    assert {int(ft.train_set[i]["valid"].sum()) for i in range(10)} == {per_step}
+    res = ft.train_step([data.collate_samples([ft.train_set[i] for i in range(4)])])
+    assert math.isfinite(res.loss)
+    ft.step = 1
+    assert load_checkpoint(ft.save())[0].config.markov
 
 
 def test_tensorboard_scalars_and_resolved_config_are_written(episodes, tmp_path):

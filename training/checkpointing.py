@@ -301,9 +301,12 @@ def load_weights(path: str | os.PathLike, model: nn.Module) -> None:
     cfg = read_checkpoint_config(path)
     saved = GatoConfig.from_dict(cfg["model"])
     current = model.config  # type: ignore[attr-defined]
-    if saved.replace(dropout=current.dropout, name=current.name, aux_outputs=current.aux_outputs) != current:
+    # free to differ: regularisation, the name, the training-only head, and the attention window and history
+    # (context, markov), which have no parameters (positions are local to a timestep)
+    if saved.replace(dropout=current.dropout, name=current.name, aux_outputs=current.aux_outputs,
+                     context=current.context, markov=current.markov) != current:
         raise CheckpointError(f"{path}: checkpoint model {saved} differs from the configured model {current}; "
-                              f"set model.preset/model.context to match it")
+                              f"set model.preset to match it")
     weights = load_file(str(path / MODEL_WEIGHTS))
     model_sd = {k: v for k, v in weights.items() if not k.startswith("aux_head.")}
     if current.aux_outputs:  # the training-only head: the checkpoint's when it has one of this size, else fresh

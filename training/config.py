@@ -52,6 +52,8 @@ class ModelSection:
     init_from: str | None = None  # a checkpoint directory (model.safetensors + config.json) to fine-tune from
     freeze: tuple[str, ...] = ()  # glob patterns over parameter names, e.g. "embed.*", "blocks.[0-3].*"
     aux_outputs: int | None = None  # training-only auxiliary head (data.aux_extras); None: the base model's
+    markov: bool | None = None  # one timestep per window, no history at inference (GatoConfig.markov); None: the
+    #                            base model's. Set the context to one timestep + 1 token: the rest would be padding
 
     def __post_init__(self) -> None:
         self.freeze = tuple(self.freeze)

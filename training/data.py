@@ -174,7 +174,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def __init__(self, index: EpisodeIndex, *, context: int, seed: int, stream: int = TRAIN_STREAM,
                  prompt_fraction: float = 0.25, prompt_end_fraction: float = 0.5, prompt_tokens: int | None = None,
                  domain_id: int = 0, train: bool = True, max_damaged: int = 10, text_targets: bool = True,
-                 aux: AuxTargets | None = None) -> None:
+                 aux: AuxTargets | None = None, max_timesteps: int | None = None) -> None:
         if not index.episodes:
             raise DataError("no usable episodes (empty folders, all damaged, or all filtered out)")
         self.index, self.context, self.seed, self.stream = index, context, seed, stream
@@ -185,6 +185,9 @@ class WindowDataset(torch.utils.data.Dataset):
         self.domain_id, self.train, self.max_damaged = domain_id, train, max_damaged
         self.text_targets = text_targets  # False for control domains: instructions are context, actions the targets
         self.aux = aux
+        if max_timesteps is not None and max_timesteps <= 0:
+            raise ValueError(f"max_timesteps must be positive, got {max_timesteps}")
+        self.max_timesteps = max_timesteps  # at most this many timesteps per window (1: a Markov policy)
         lengths = np.array([e.length for e in index.episodes], np.float64)
         self._cum = np.cumsum(lengths / lengths.sum())
         self._same_task = {t: [i for i, e in enumerate(index.episodes) if e.task == t] for t in _group(index.episodes)}
@@ -242,8 +245,12 @@ class WindowDataset(torch.utils.data.Dataset):
         tok = self._tokenizer(info.spec)
         least, most = _min_max_timestep_tokens(tok.spec)
         surely_fit = max(1, budget // most)  # timesteps that fit whatever their text
+        if self.max_timesteps is not None:
+            surely_fit = min(surely_fit, self.max_timesteps)
         first = max(0, info.length - surely_fit) if at_end else int(rng.integers(max(1, info.length - surely_fit + 1)))
         stop = min(info.length, first + math.ceil(budget / least))
+        if self.max_timesteps is not None:
+            stop = min(stop, first + self.max_timesteps)
         try:
             ep = self._reader(info.path).read(first, stop)
         except EpisodeError:

@@ -68,6 +68,8 @@ def model_config(cfg: TrainConfig) -> GatoConfig:
         changes["dropout"] = m.dropout
     if m.aux_outputs is not None:
         changes["aux_outputs"] = m.aux_outputs
+    if m.markov is not None:
+        changes["markov"] = m.markov
     return base.replace(**changes)
 
 
@@ -131,7 +133,8 @@ class Trainer:
         self.context = c.model.context or (model_config(c).context)
         common = dict(context=self.context, seed=c.run.seed, prompt_fraction=d.prompt_fraction,
                       prompt_end_fraction=d.prompt_end_fraction, prompt_tokens=d.prompt_tokens,
-                      max_damaged=d.max_damaged, aux=data.AuxTargets.from_config(d))
+                      max_damaged=d.max_damaged, aux=data.AuxTargets.from_config(d),
+                      max_timesteps=1 if model_config(c).markov else None)
         self.domains = [d.domain]
         self.domain_eval_sets: list[Any] = []
         self.domain_specs: dict[str, Any] = {}
@@ -147,6 +150,9 @@ class Trainer:
         from gato_robot.training import mixture
 
         c = self.cfg
+        if model_config(c).markov:
+            raise ValueError("model.markov (one timestep per window) is for a single control domain: text, captions "
+                             "and VQA have no timesteps; train a mixture without it")
         self.context = c.model.context or model_config(c).context
         self.train_set, self.domain_eval_sets, self.domains, spec, self.domain_specs = mixture.build(c, self.context)
         self.spec = spec if spec is not None else mixture.text_only_spec()

@@ -40,6 +40,11 @@ class GatoConfig:
     # training-only auxiliary regression head (e.g. object positions from the images at each separator; the
     # policy, its KV-cache decoding and the ONNX export never use it): its outputs, 0 = none
     aux_outputs: int = 0
+    # a Markov policy: every action sees only its own timestep (and a prompt), never earlier timesteps. Training
+    # windows hold one timestep each and both policies (torch, ONNX) restart from the initial state at every
+    # step. Why: behaviour cloning with history learns to copy its own previous action tokens, which are in the
+    # context whatever the observation drops (the copycat problem, de Haan et al. 2019; docs/stacking.md)
+    markov: bool = False
 
     def __post_init__(self) -> None:
         for field in ("n_layer", "d_model", "d_ff", "n_head", "context", "vocab_size", "patch_channels",
@@ -69,6 +74,8 @@ class GatoConfig:
             )
         if not isinstance(self.aux_outputs, int) or isinstance(self.aux_outputs, bool) or self.aux_outputs < 0:
             raise ValueError(f"GatoConfig.aux_outputs must be a non-negative integer, got {self.aux_outputs!r}")
+        if not isinstance(self.markov, bool):
+            raise ValueError(f"GatoConfig.markov must be true or false, got {self.markov!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GatoConfig.dropout must be in [0, 1), got {self.dropout}")
         if not self.norm_eps > 0:

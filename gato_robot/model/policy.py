@@ -13,6 +13,8 @@ ends up holding exactly the training sequence layout.
 Prompting (Gato Sec. 4, evaluated with a successful demonstration): ``prompt`` is a ``TokenBlock`` of whole
 timesteps, or a list of (observation, action) pairs; it is encoded once and every ``initial_state()`` starts
 from a copy of its cache. It slides out of the window like any history once the episode fills the context.
+
+A Markov model (``GatoConfig.markov``) sees no history: every step starts again from that initial cache.
 """
 
 from __future__ import annotations
@@ -131,6 +133,8 @@ class TorchPolicy:
     def step_tokens(self, observation: TokenBlock, state: PolicyState) -> tuple[np.ndarray, PolicyState]:
         """``step`` for an observation tokenized elsewhere (``Tokenizer.tokenize_observation``: one timestep's
         observation ending with the separator, e.g. from the ROS tokenizer node). Chosen ids: ``state.action_tokens``."""
+        if self.model.config.markov:  # only this timestep (and a prompt): start from the initial cache
+            state = dataclasses.replace(state, cache=self._prompt_cache.clone(), pending=None)
         chunk, n_obs = observation_chunk(observation, state.pending)  # n_obs: observation tokens + '|'
         chosen: list[torch.Tensor] = []
         recorded: list[torch.Tensor] = []

@@ -101,6 +101,7 @@ class OnnxPolicy:
         if len(self.past_names) != 2 * cache["layers"] or len(self.present_names) != len(self.past_names):
             raise ModelIntegrityError(f"{self.directory}: the manifest's cache inputs/outputs do not match its layers")
         self.context = int(self.manifest["model"]["context"])
+        self.markov = bool(self.manifest["model"].get("markov", False))  # no history: every step starts afresh
         self.max_append = int(cache["max_append"])
         self.logits_lo, self.logits_hi = self.manifest["logits_range"]
         self.ranges = self.tokenizer.action_token_ranges()
@@ -163,6 +164,13 @@ class OnnxPolicy:
     def step_tokens(self, observation: TokenBlock, state: OnnxPolicyState) -> tuple[np.ndarray, OnnxPolicyState]:
         """:meth:`step` for an observation tokenized elsewhere (``Tokenizer.tokenize_observation``: one timestep
         ending with the separator, e.g. from the ROS tokenizer node). The chosen ids are ``state.action_tokens``."""
+        if self.markov:  # only this timestep (and a prompt): start again from the initial cache
+            if self._prompt is None:  # slots at positions >= pos are masked: no copy (CUDA graph buffers stay put)
+                state.pos, state.pending = 0, None
+            else:
+                fresh = self._prompt_state.clone()
+                fresh.rng, fresh.timestep = state.rng, state.timestep
+                state = fresh
         chunk, n_obs = observation_chunk(observation, state.pending)
         logits = self._append(chunk, state)
         chosen, all_logits = [], []
