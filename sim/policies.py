@@ -42,13 +42,32 @@ def action_array(action: Any) -> np.ndarray:
 
 
 def needs_privileged(name: str) -> bool:
-    return name == "expert"
+    return name.removeprefix("markov:") == "expert"
+
+
+class Memoryless:
+    """Any policy restarted from its initial state at every step: it acts on the current observation only.
+    ``markov:<policy>`` (e.g. ``markov:onnx:runs/x/onnx``) runs a history model this way, the ablation that
+    showed closed-loop latching on its own previous actions (docs/stacking.md, run 8)."""
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+
+    def initial_state(self) -> None:
+        return None
+
+    def step(self, observation: dict[str, np.ndarray], state: None) -> tuple[Any, None]:
+        action, _ = self.policy.step(observation, self.policy.initial_state())
+        return action, None
 
 
 def make_policy(name: str, seed: int = 0, threads: int | None = None) -> Policy:
-    """``expert``, ``random``, ``torch:<checkpoint>`` or ``onnx:<export dir>``. ``threads``: the CPU threads a torch
+    """``expert``, ``random``, ``torch:<checkpoint>`` or ``onnx:<export dir>``; ``markov:<any of these>`` restarts
+    it at every step (:class:`Memoryless`). ``threads``: the CPU threads a torch
     or ONNX policy may use (None: the library's default, all cores). Parallel workers must split the cores: with
     two workers of two threads each on two cores, the thread pools' spin-waiting made an episode 30x slower."""
+    if name.startswith("markov:"):
+        return Memoryless(make_policy(name.split(":", 1)[1], seed, threads))
     if name == "expert":
         from gato_robot.sim.expert import ScriptedExpert
 
@@ -72,4 +91,5 @@ def make_policy(name: str, seed: int = 0, threads: int | None = None) -> Policy:
                 f"(pip install -e .[onnx]): {e}"
             ) from e
         return OnnxPolicy.from_directory(name.split(":", 1)[1], intra_op_threads=threads or 0)
-    raise ValueError(f"unknown policy {name!r}; use expert, random, torch:<checkpoint> or onnx:<directory>")
+    raise ValueError(f"unknown policy {name!r}; use expert, random, torch:<checkpoint> or onnx:<directory>, "
+                     "optionally after markov:")

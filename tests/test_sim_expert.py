@@ -140,6 +140,25 @@ def test_bad_policy_and_triplet_names_are_clear_errors(tmp_path, capsys):
     assert "valid names" in capsys.readouterr().err
 
 
+def test_markov_prefix_restarts_a_policy_at_every_step():
+    from gato_robot.sim.policies import Memoryless, needs_privileged
+
+    class Counter:  # acts with the number of steps since initial_state(): all history
+        def initial_state(self):
+            return 0
+
+        def step(self, observation, state):
+            return np.full(5, state + 1, np.float32), state + 1
+
+    state, memoryless, mstate = 0, Memoryless(Counter()), None
+    for _ in range(3):
+        a, state = Counter().step({}, state)
+        b, mstate = memoryless.step({}, mstate)
+    assert a[0] == 3 and b[0] == 1
+    assert isinstance(make_policy("markov:random"), Memoryless)
+    assert needs_privileged("markov:expert") and not needs_privileged("markov:random")
+
+
 def test_executed_action_drives_while_the_policy_labels():
     """run_episode(execute=...): the env executes the executor's action, the record keeps the policy's."""
     env = RgbStackingEnv(render_images=False, privileged=True, object_ids=("s0", "s0", "s0"))
