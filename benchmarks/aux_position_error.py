@@ -64,12 +64,16 @@ def main() -> int:
     blind = np.linalg.norm(true - true.mean(axis=0), axis=-1) * 100
     result = {"checkpoint": str(ckpt), "episodes": args.episodes, "timesteps": int(err.shape[0]), "objects": {}}
     print(f"{err.shape[0]} timesteps from {len(index)} episodes; auxiliary head's position error (cm):")
-    print(f"{'object':8s} {'median':>8s} {'p90':>8s} {'blind median':>13s}")
+    axes = "xyz"[:k]  # world axes: x away from the robot base (depth for the front cameras), y across, z up
+    print(f"{'object':8s} {'median':>8s} {'p90':>8s} {'blind median':>13s}   median |error| per axis")
     for j, name in enumerate(OBJECTS):
+        per_axis = np.median(np.abs(pred[:, j] - true[:, j]), axis=0) * 100
         row = {"median_cm": float(np.median(err[:, j])), "p90_cm": float(np.percentile(err[:, j], 90)),
-               "blind_median_cm": float(np.median(blind[:, j]))}
+               "blind_median_cm": float(np.median(blind[:, j])),
+               "axis_median_abs_cm": {a: float(v) for a, v in zip(axes, per_axis)}}
         result["objects"][name] = row
-        print(f"{name:8s} {row['median_cm']:8.2f} {row['p90_cm']:8.2f} {row['blind_median_cm']:13.2f}")
+        print(f"{name:8s} {row['median_cm']:8.2f} {row['p90_cm']:8.2f} {row['blind_median_cm']:13.2f}   "
+              + " ".join(f"{a} {v:.2f}" for a, v in zip(axes, per_axis)))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

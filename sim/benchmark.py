@@ -49,23 +49,29 @@ def _env_for(policy: Any, policy_name: str, triplet: str, images: bool) -> RgbSt
                           privileged=needs_privileged(policy_name))
 
 
+def _episode(env: RgbStackingEnv, policy: Any, seed: int, temperature: float, frames: bool = False):
+    if temperature > 0:  # a sampling policy draws from the episode's seed: the same results whatever the chunking
+        policy.seed = seed
+    return run_episode(env, policy, seed, frames=frames)
+
+
 def _run_chunk(policy_name: str, triplet: str, seeds: list[int], images: bool,
-               threads: int | None = None) -> list[dict[str, Any]]:
-    policy = make_policy(policy_name, seed=seeds[0] if seeds else 0, threads=threads)
+               threads: int | None = None, temperature: float = 0.0) -> list[dict[str, Any]]:
+    policy = make_policy(policy_name, seed=seeds[0] if seeds else 0, threads=threads, temperature=temperature)
     env = _env_for(policy, policy_name, triplet, images)
-    out = [run_episode(env, policy, s).summary() for s in seeds]
+    out = [_episode(env, policy, s, temperature).summary() for s in seeds]
     env.close()
     return out
 
 
-def _video(policy_name: str, triplet: str, seeds: list[int], path: Path) -> None:
+def _video(policy_name: str, triplet: str, seeds: list[int], path: Path, temperature: float = 0.0) -> None:
     import imageio.v2 as imageio
 
-    policy = make_policy(policy_name)
+    policy = make_policy(policy_name, temperature=temperature)
     env = _env_for(policy, policy_name, triplet, images=True)
     with imageio.get_writer(path, fps=20, codec="libx264", quality=7, macro_block_size=16) as w:
         for s in seeds:
-            for frame in run_episode(env, policy, s, frames=True).frames:
+            for frame in _episode(env, policy, s, temperature, frames=True).frames:
                 w.append_data(frame)
     env.close()
 
@@ -140,8 +146,8 @@ def bar_chart(rows: list[dict[str, Any]], policy: str, path: Path) -> None:
 
 
 def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path, seed: int = 0,
-        video_episodes: int = 2, images: bool | None = None) -> list[dict[str, Any]]:
-    make_policy(policy)  # fail fast on a bad policy name, before starting processes
+        video_episodes: int = 2, images: bool | None = None, temperature: float = 0.0) -> list[dict[str, Any]]:
+    make_policy(policy, temperature=temperature)  # fail fast on a bad policy name, before starting processes
     images = (not needs_privileged(policy)) if images is None else images
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(seed, seed + episodes))
@@ -155,43 +161,47 @@ def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path
     # worker that runs torch there hangs forever in a futex)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         threads = max(1, (os.cpu_count() or 1) // workers)  # the workers split the cores
-        futures = [pool.submit(_run_chunk, policy, t, s, images, threads) for t, s in chunks]
+        futures = [pool.submit(_run_chunk, policy, t, s, images, threads, temperature) for t, s in chunks]
         with tqdm(total=len(triplets) * episodes, desc=f"{policy} episodes", unit="ep") as bar:
             for f in futures:
                 results += f.result()
                 bar.update(len(results) - bar.n)
     rows = summarise(results, triplets)
     (out / "results.json").write_text(json.dumps(
-        {"policy": policy, "triplets": triplets, "episodes_per_triplet": episodes, "seed": seed,
+        {"policy": policy, "temperature": temperature, "triplets": triplets, "episodes_per_triplet": episodes,
+         "seed": seed,
          "success_rule": "stacked for >= 20 consecutive control steps (1 s)", "wall_s": time.time() - start,
          "summary": rows, "episodes": results}, indent=1))
-    (out / "results.md").write_text(table(rows, policy) + "\n")
-    bar_chart(rows, policy, out / "success.png")
+    label = policy if temperature == 0 else f"{policy} (sampled, temperature {temperature:g})"
+    (out / "results.md").write_text(table(rows, label) + "\n")
+    bar_chart(rows, label, out / "success.png")
     if video_episodes > 0:
-        _video(policy, triplets[0], seeds[:video_episodes], out / "episodes.mp4")
+        _video(policy, triplets[0], seeds[:video_episodes], out / "episodes.mp4", temperature)
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", default="expert", help="expert | random | torch:<checkpoint> | onnx:<directory>; markov:<policy> restarts it every step "
-                    "(no history)")
+    ap.add_argument("--policy", default="expert", help="expert | random | torch:<checkpoint> | onnx:<directory>; "
+                    "markov:<policy> restarts it every step (no history)")
     ap.add_argument("--triplets", default="test", help="test, all, or comma-separated triplet names")
     ap.add_argument("--episodes", type=int, default=100, help="episodes per triplet")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="first episode seed")
     ap.add_argument("--video-episodes", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/sim_benchmark"))
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="model policies: 0 greedy; 1 samples the actions as Gato does (each episode seeded by its seed)")
     args = ap.parse_args(argv)
     try:
         if args.episodes < 1 or args.workers < 1:
             raise ValueError("--episodes and --workers must be at least 1")
         rows = run(args.policy, objects.expand_triplets(args.triplets), args.episodes, args.workers, args.out,
-                   args.seed, args.video_episodes)
+                   args.seed, args.video_episodes, temperature=args.temperature)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(table(rows, args.policy))
+    print(table(rows, args.policy if args.temperature == 0 else f"{args.policy} (temperature {args.temperature:g})"))
     print(f"wrote {args.out}/results.json, results.md, success.png" + (", episodes.mp4" if args.video_episodes else ""))
     return 0
 

@@ -19,6 +19,7 @@ always the expert's (the label), only the executed action differs:
   demonstrates the recovery.
 - ``--dagger onnx:DIR`` (DAgger, Ross et al. 2011): a trained policy drives; at each step the expert's action is
   executed instead with probability ``--dagger-beta``. The expert labels every state the learner visits.
+  ``--dagger-temperature 1`` lets the learner sample its actions, as it does when evaluated that way.
 
     python -m gato_robot.sim.collect --triplets test --episodes-per-triplet 40 --image-size 64 --seed 200000 \
         --dagger onnx:runs/stacking-cpu/onnx --dagger-beta 0.3 --out runs/stack_data/dagger1
@@ -77,15 +78,20 @@ def dagger_executor(learner: Any, beta: float, seed: int) -> Executor:
 
 def collect_one(triplet: str, seed: int, out: Path, cameras: int, image_size: int,
                 successful_only: bool, action_noise: float = 0.0, dagger: str | None = None,
-                dagger_beta: float = 0.0, max_steps: int | None = None) -> dict[str, Any]:
+                dagger_beta: float = 0.0, max_steps: int | None = None,
+                dagger_temperature: float = 0.0) -> dict[str, Any]:
     env = _env(triplet, cameras, image_size)
     execute, executed = None, "scripted_expert"
     if action_noise > 0:
         execute = noise_executor(env, action_noise, seed)
         executed = f"scripted_expert + AR(1) noise, sigma {action_noise} of the limits"
     elif dagger:
-        execute = dagger_executor(_learner(dagger), dagger_beta, seed)
-        executed = f"{dagger} (the expert's action with probability {dagger_beta})"
+        learner = _learner(dagger, dagger_temperature)
+        if dagger_temperature > 0:
+            learner.seed = seed  # the learner's draws: seeded by the episode
+        execute = dagger_executor(learner, dagger_beta, seed)
+        sampled = f", sampled at temperature {dagger_temperature:g}" if dagger_temperature > 0 else ""
+        executed = f"{dagger} (the expert's action with probability {dagger_beta}{sampled})"
     result = run_episode(env, ScriptedExpert(), seed, record=True, execute=execute, max_steps=max_steps)
     info = {"triplet": triplet, "seed": seed, "success": result.success, "path": None}
     if successful_only and not result.success:
@@ -119,14 +125,14 @@ def _env(triplet: str, cameras: int, image_size: int) -> RgbStackingEnv:
     return _ENVS[key]
 
 
-_LEARNERS: dict[str, Any] = {}
+_LEARNERS: dict[tuple[str, float], Any] = {}
 
 
-def _learner(name: str) -> Any:
+def _learner(name: str, temperature: float = 0.0) -> Any:
     """One learner per worker process, on one CPU thread: the workers are the parallelism."""
-    if name not in _LEARNERS:
-        _LEARNERS[name] = make_policy(name, threads=1)
-    return _LEARNERS[name]
+    if (name, temperature) not in _LEARNERS:
+        _LEARNERS[name, temperature] = make_policy(name, threads=1, temperature=temperature)
+    return _LEARNERS[name, temperature]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="DAgger: this policy (onnx:DIR or torch:CHECKPOINT) drives, the expert labels")
     ap.add_argument("--dagger-beta", type=float, default=0.0,
                     help="DAgger: probability of executing the expert's action at a step (default 0)")
+    ap.add_argument("--dagger-temperature", type=float, default=0.0,
+                    help="DAgger: the learner samples its actions at this temperature (0: greedy); drive as you evaluate")
     ap.add_argument("--max-steps", type=int, default=None, metavar="N",
                     help="stop each episode after N control steps (short demonstrations of the approach and grasp: "
                          "more start layouts per CPU second; success is then rare)")
@@ -159,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--max-steps must be at least 1")
         if args.action_noise > 0 and args.dagger:
             raise ValueError("choose one of --action-noise and --dagger")
+        if args.dagger_temperature < 0:
+            raise ValueError("--dagger-temperature must be >= 0")
         if args.dagger and not args.dagger.startswith(("onnx:", "torch:")):
             raise ValueError(f"--dagger takes onnx:DIR or torch:CHECKPOINT, got {args.dagger!r}")
         objects.mesh_files()  # fail here, once, if the mesh wheel is missing
@@ -171,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     done: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = [pool.submit(collect_one, t, s, args.out, args.cameras, args.image_size, args.successful_only,
-                               args.action_noise, args.dagger, args.dagger_beta, args.max_steps) for t, s in jobs]
+                               args.action_noise, args.dagger, args.dagger_beta, args.max_steps,
+                               args.dagger_temperature) for t, s in jobs]
         with tqdm(total=len(futures), desc="episodes", unit="ep") as bar:
             for f in as_completed(futures):
                 done.append(f.result())

@@ -61,12 +61,17 @@ class Memoryless:
         return action, None
 
 
-def make_policy(name: str, seed: int = 0, threads: int | None = None) -> Policy:
+def make_policy(name: str, seed: int = 0, threads: int | None = None, temperature: float = 0.0) -> Policy:
     """``expert``, ``random``, ``torch:<checkpoint>`` or ``onnx:<export dir>``; ``markov:<any of these>`` restarts
-    it at every step (:class:`Memoryless`). ``threads``: the CPU threads a torch
+    it at every step (:class:`Memoryless`). ``temperature`` (model policies): 0 greedy, above 0 sampled, as Gato
+    acts; ``seed`` seeds the draws of each episode (``initial_state``). ``threads``: the CPU threads a torch
     or ONNX policy may use (None: the library's default, all cores). Parallel workers must split the cores: with
     two workers of two threads each on two cores, the thread pools' spin-waiting made an episode 30x slower."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if name.startswith("markov:"):
+        if temperature > 0:  # a restart re-seeds the draws: every step would draw the same numbers
+            raise ValueError("markov:<policy> is greedy only; sample from a model trained with model.markov instead")
         return Memoryless(make_policy(name.split(":", 1)[1], seed, threads))
     if name == "expert":
         from gato_robot.sim.expert import ScriptedExpert
@@ -81,7 +86,7 @@ def make_policy(name: str, seed: int = 0, threads: int | None = None) -> Policy:
             raise ValueError(
                 f"torch policies need gato_robot.model.policy.TorchPolicy and PyTorch (pip install -e .[torch]): {e}"
             ) from e
-        return TorchPolicy.from_checkpoint(name.split(":", 1)[1], threads=threads)
+        return TorchPolicy.from_checkpoint(name.split(":", 1)[1], threads=threads, temperature=temperature, seed=seed)
     if name.startswith("onnx:"):
         try:
             from gato_robot.runtime.onnx_policy import OnnxPolicy
@@ -90,6 +95,7 @@ def make_policy(name: str, seed: int = 0, threads: int | None = None) -> Policy:
                 f"onnx policies need gato_robot.runtime.onnx_policy.OnnxPolicy and onnxruntime "
                 f"(pip install -e .[onnx]): {e}"
             ) from e
-        return OnnxPolicy.from_directory(name.split(":", 1)[1], intra_op_threads=threads or 0)
+        return OnnxPolicy.from_directory(name.split(":", 1)[1], intra_op_threads=threads or 0,
+                                         temperature=temperature, seed=seed)
     raise ValueError(f"unknown policy {name!r}; use expert, random, torch:<checkpoint> or onnx:<directory>, "
                      "optionally after markov:")

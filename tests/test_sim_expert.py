@@ -238,3 +238,20 @@ def test_benchmark_workers_start_safely_from_a_process_running_torch_threads(tmp
     proc = subprocess.run([sys.executable, "-c", FORK_SAFETY_SCRIPT, str(tmp_path)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_sampled_benchmark_episodes_depend_on_their_seed_only(tmp_path):
+    """--temperature > 0: each episode's draws are seeded by the episode's seed, so an episode gives the same
+    result whichever chunk (worker) runs it; the draws do change the actions (greedy differs)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    from gato_robot.model.export import export_random_policy
+
+    name = f"onnx:{export_random_policy(tmp_path / 'tiny')}"
+    both = benchmark._run_chunk(name, "rgb_test_triplet1", [3, 4], images=True, threads=1, temperature=1.0)
+    alone = benchmark._run_chunk(name, "rgb_test_triplet1", [4], images=True, threads=1, temperature=1.0)
+    greedy = benchmark._run_chunk(name, "rgb_test_triplet1", [4], images=True, threads=1)
+    assert both[1] == alone[0]
+    assert greedy[0]["min_tool_red_m"] != alone[0]["min_tool_red_m"]
+    with pytest.raises(ValueError, match="greedy only"):
+        make_policy(f"markov:{name}", temperature=1.0)

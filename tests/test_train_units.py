@@ -349,8 +349,8 @@ def test_sim_benchmark_hook_maps_rows_and_never_raises(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_run(policy, triplets, episodes, workers, out, seed, video_episodes=2):
-        calls.append((policy, triplets, episodes, seed, video_episodes))
+    def fake_run(policy, triplets, episodes, workers, out, seed, video_episodes=2, temperature=0.0):
+        calls.append((policy, triplets, episodes, seed, video_episodes, temperature))
         return [{"triplet": t, "success_rate": 0.5} for t in triplets] + [{"triplet": "mean", "success_rate": 0.5}]
 
     fake = types.SimpleNamespace(run=fake_run)
@@ -358,9 +358,9 @@ def test_sim_benchmark_hook_maps_rows_and_never_raises(tmp_path, monkeypatch):
                         lambda name: fake if name == hooks.SIM_MODULE else __import__("importlib").import_module(name))
     objects = types.SimpleNamespace(expand_triplets=lambda s: ["t1", "t2"])
     monkeypatch.setitem(__import__("sys").modules, "gato_robot.sim.objects", objects)
-    got = hooks.run_sim_benchmark(tmp_path, episodes=3, seed=7)
+    got = hooks.run_sim_benchmark(tmp_path, episodes=3, seed=7, temperature=1.0)
     assert got == {"success_t1": 0.5, "success_t2": 0.5, "success_mean": 0.5}
-    assert calls == [(f"torch:{tmp_path}", ["t1", "t2"], 3, 7, 0)]
+    assert calls == [(f"torch:{tmp_path}", ["t1", "t2"], 3, 7, 0, 1.0)]
     fake.run = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("pybullet crashed"))
     assert hooks.run_sim_benchmark(tmp_path, episodes=1, seed=0) is None
 

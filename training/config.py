@@ -218,7 +218,8 @@ class RunSection:
     sim_eval_seed: int = 1_000_000  # same seeds at every evaluation (a fair learning curve), not the benchmark's
     rollout_every: int = 0  # multi-domain: roll out the policy in each domain's environment; 0: only at the end
     rollout_episodes: int = 10  # episodes per rollout task
-    rollout_temperature: float = 1.0  # rollouts sample actions (as Gato); 0: greedy (loops in BabyAI)
+    rollout_temperature: float = 1.0  # rollouts and the simulated benchmark sample actions (as Gato); 0: greedy
+    #                                  (loops in BabyAI; a stationary greedy RGB-stacking policy stalls, stacking.md)
     rollout_at_end: bool = True
     export_onnx: bool = False  # export the ONNX policy and its manifest at the end
     progress: bool = True  # tqdm progress bar (rank 0)

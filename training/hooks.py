@@ -42,7 +42,7 @@ def sim_benchmark_available() -> tuple[bool, str]:
 
 
 def run_sim_benchmark(checkpoint_dir: str | os.PathLike, *, episodes: int, seed: int,
-                      triplets: str = "test") -> dict[str, float] | None:
+                      triplets: str = "test", temperature: float = 0.0) -> dict[str, float] | None:
     """Success rates of the simulated benchmark for a checkpoint, or None when unavailable or failing (logged)."""
     fn, why = _function(SIM_MODULE, SIM_FUNCTION)
     if fn is None:
@@ -53,7 +53,7 @@ def run_sim_benchmark(checkpoint_dir: str | os.PathLike, *, episodes: int, seed:
 
         workers = max(1, min(4, os.cpu_count() or 1))  # the training step waits: use the cores
         rows = fn(f"torch:{checkpoint_dir}", expand_triplets(triplets), episodes, workers,  # type: ignore[operator]
-                  Path(checkpoint_dir) / "sim_benchmark", seed, video_episodes=0)
+                  Path(checkpoint_dir) / "sim_benchmark", seed, video_episodes=0, temperature=temperature)
     except Exception as e:  # the benchmark must never take the training run down
         log.warning("simulated benchmark failed on %s: %s: %s", checkpoint_dir, type(e).__name__, e)
         return None

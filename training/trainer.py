@@ -557,7 +557,8 @@ class Trainer:
                 save_checkpoint(target, checkpointing._StateView(self.model.config, state),  # type: ignore[arg-type]
                                 self.spec, Tokenizer(self.spec).settings, metadata={"step": self.step})
                 result = hooks.run_sim_benchmark(target, episodes=self.cfg.run.sim_eval_episodes,
-                                                 seed=self.cfg.run.sim_eval_seed)
+                                                 seed=self.cfg.run.sim_eval_seed,
+                                                 temperature=self.cfg.run.rollout_temperature)
                 if result:
                     self._evaluation({f"sim/{k}": v for k, v in result.items()})
                     log.info("step %d simulated benchmark: %s", self.step, result)

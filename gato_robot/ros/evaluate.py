@@ -33,13 +33,13 @@ from gato_robot.ros import common, testing
 
 
 def run_triplet(model_dir: str | os.PathLike, triplet: str, episodes: int, seed: int, log_path: Path,
-                episode_steps: int = 400, timeout_s: float = 120.0) -> list[dict[str, Any]]:
+                episode_steps: int = 400, timeout_s: float = 120.0, temperature: float = 0.0) -> list[dict[str, Any]]:
     """``episodes`` consecutive simulated episodes of one triplet through the stack; one row per episode."""
     domain = testing.domain_for(f"gato-eval-{triplet}-{os.getpid()}")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     with tempfile.TemporaryDirectory() as tmp:
         params = testing.write_params(Path(tmp) / "stack.yaml", {
-            "gato_policy": {"providers": "auto", "intra_op_threads": 1},
+            "gato_policy": {"providers": "auto", "intra_op_threads": 1, "temperature": temperature},
             "gato_sim": {"max_episodes": episodes, "start_paused": True, "triplet": triplet, "seed": seed,
                          "auto_reset": True, "episode_steps": episode_steps},
         })
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="first episode seed (the benchmark runner's default too)")
     p.add_argument("--episode-steps", type=int, default=400, help="steps per episode (the benchmark's 400 = 20 s)")
     p.add_argument("--compare", help="the direct benchmark's results.json for the same policy")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="the policy node's sampling temperature (0: greedy; use the direct benchmark's)")
     p.add_argument("--out", default="runs/ros_eval")
     a = p.parse_args(argv)
     if a.episodes < 1:
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for triplet in expand_triplets(a.triplets):
-        got = run_triplet(a.model, triplet, a.episodes, a.seed, out / f"stack_{triplet}.log", a.episode_steps)
+        got = run_triplet(a.model, triplet, a.episodes, a.seed, out / f"stack_{triplet}.log", a.episode_steps,
+                          temperature=a.temperature)
         rows += got
         print(f"{triplet}: {sum(r['success'] for r in got)}/{len(got)} through the ROS stack", flush=True)
     direct: dict[str, dict[str, Any]] = {}
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     lo, hi = wilson_interval(n_ok, n)
     lines.append(f"| all | {n_ok}/{n} | {100 * lo:.0f}-{100 * hi:.0f}% | | | | |")
     (out / "results.json").write_text(json.dumps({"model": str(a.model), "episodes_per_triplet": a.episodes,
-                                                  "seed": a.seed, "summary": summary, "episodes": rows}, indent=1))
+                                                  "temperature": a.temperature, "seed": a.seed, "summary": summary, "episodes": rows}, indent=1))
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
