@@ -49,6 +49,11 @@ def _env_for(policy: Any, policy_name: str, triplet: str, images: bool) -> RgbSt
                           privileged=needs_privileged(policy_name))
 
 
+def policy_label(policy: str, temperature: float) -> str:
+    """The policy's name in tables and charts, saying when its actions are sampled."""
+    return policy if temperature == 0 else f"{policy} (sampled, temperature {temperature:g})"
+
+
 def _episode(env: RgbStackingEnv, policy: Any, seed: int, temperature: float, frames: bool = False):
     if temperature > 0:  # a sampling policy draws from the episode's seed: the same results whatever the chunking
         policy.seed = seed
@@ -172,7 +177,7 @@ def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path
          "seed": seed,
          "success_rule": "stacked for >= 20 consecutive control steps (1 s)", "wall_s": time.time() - start,
          "summary": rows, "episodes": results}, indent=1))
-    label = policy if temperature == 0 else f"{policy} (sampled, temperature {temperature:g})"
+    label = policy_label(policy, temperature)
     (out / "results.md").write_text(table(rows, label) + "\n")
     bar_chart(rows, label, out / "success.png")
     if video_episodes > 0:
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(table(rows, args.policy if args.temperature == 0 else f"{args.policy} (temperature {args.temperature:g})"))
+    print(table(rows, policy_label(args.policy, args.temperature)))
     print(f"wrote {args.out}/results.json, results.md, success.png" + (", episodes.mp4" if args.video_episodes else ""))
     return 0
 

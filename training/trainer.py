@@ -97,6 +97,7 @@ class Trainer:
         self.bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto" and self.device.type == "cuda")
         self.micro, self.accum = cfg.per_rank_batch(dist.world_size)
         self._setup_determinism()
+        self.model_cfg = model_config(cfg)  # once: it may read the fine-tuning checkpoint's config
         self._build_data()
         self._build_model()
         self.step, self.samples, self.tokens_seen = 0, 0, 0
@@ -130,11 +131,11 @@ class Trainer:
         if index.damaged and self.dist.is_main:
             log.warning("%d damaged episode files skipped: %s", len(index.damaged), [p for p, _ in index.damaged])
         self.spec = data.first_spec(train_index)
-        self.context = c.model.context or (model_config(c).context)
+        self.context = self.model_cfg.context
         common = dict(context=self.context, seed=c.run.seed, prompt_fraction=d.prompt_fraction,
                       prompt_end_fraction=d.prompt_end_fraction, prompt_tokens=d.prompt_tokens,
                       max_damaged=d.max_damaged, aux=data.AuxTargets.from_config(d),
-                      max_timesteps=1 if model_config(c).markov else None)
+                      max_timesteps=1 if self.model_cfg.markov else None)
         self.domains = [d.domain]
         self.domain_eval_sets: list[Any] = []
         self.domain_specs: dict[str, Any] = {}
@@ -150,10 +151,10 @@ class Trainer:
         from gato_robot.training import mixture
 
         c = self.cfg
-        if model_config(c).markov:
+        if self.model_cfg.markov:
             raise ValueError("model.markov (one timestep per window) is for a single control domain: text, captions "
                              "and VQA have no timesteps; train a mixture without it")
-        self.context = c.model.context or model_config(c).context
+        self.context = self.model_cfg.context
         self.train_set, self.domain_eval_sets, self.domains, spec, self.domain_specs = mixture.build(c, self.context)
         self.spec = spec if spec is not None else mixture.text_only_spec()
         self.eval_set = next((e for e in self.domain_eval_sets if e is not None), None)
@@ -164,9 +165,8 @@ class Trainer:
 
     def _build_model(self) -> None:
         c = self.cfg
-        mcfg = model_config(c)
         torch.manual_seed(c.run.seed)  # identical initial weights on every rank
-        self.model = Gato(mcfg).to(self.device)
+        self.model = Gato(self.model_cfg).to(self.device)
         if c.model.init_from:
             checkpointing.load_weights(c.model.init_from, self.model)
             if self.dist.is_main:

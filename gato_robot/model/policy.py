@@ -133,8 +133,12 @@ class TorchPolicy:
     def step_tokens(self, observation: TokenBlock, state: PolicyState) -> tuple[np.ndarray, PolicyState]:
         """``step`` for an observation tokenized elsewhere (``Tokenizer.tokenize_observation``: one timestep's
         observation ending with the separator, e.g. from the ROS tokenizer node). Chosen ids: ``state.action_tokens``."""
-        if self.model.config.markov:  # only this timestep (and a prompt): start from the initial cache
-            state = dataclasses.replace(state, cache=self._prompt_cache.clone(), pending=None)
+        if self.model.config.markov:  # only this timestep (and a prompt): start again from the initial cache
+            if self._prompt is None:  # slots at positions >= pos are masked: rewind, no copy (as OnnxPolicy)
+                cache = state.cache._replace(pos=torch.zeros_like(state.cache.pos))
+            else:
+                cache = self._prompt_cache.clone()
+            state = dataclasses.replace(state, cache=cache, pending=None)
         chunk, n_obs = observation_chunk(observation, state.pending)  # n_obs: observation tokens + '|'
         chosen: list[torch.Tensor] = []
         recorded: list[torch.Tensor] = []
