@@ -185,6 +185,34 @@ def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path
     return rows
 
 
+def merge(parts: list[Path], out: Path) -> list[dict[str, Any]]:
+    """One result from benchmark runs of the same policy and temperature over disjoint seeds (e.g. seeds 0-19, then
+    20-99; or pieces run on several machines): ``results.json``, ``results.md`` and ``success.png`` in ``out``."""
+    runs = [json.loads((Path(p) / "results.json").read_text()) for p in parts]
+    first = runs[0]
+    for p, r in zip(parts, runs):
+        for key in ("policy", "temperature", "triplets"):
+            if r.get(key) != first.get(key):
+                raise ValueError(f"{p}: {key} {r.get(key)!r} differs from {parts[0]}'s {first.get(key)!r}")
+    episodes = [e for r in runs for e in r["episodes"]]
+    keys = [(e["triplet"], e["seed"]) for e in episodes]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the runs share episodes (the same triplet and seed): merge runs over disjoint seeds")
+    triplets, temperature = first["triplets"], first.get("temperature", 0.0)
+    rows = summarise(episodes, triplets)
+    seeds = sorted({e["seed"] for e in episodes})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(
+        {"policy": first["policy"], "temperature": temperature, "triplets": triplets,
+         "episodes_per_triplet": len(episodes) // len(triplets), "seeds": [seeds[0], seeds[-1]],
+         "merged_from": [str(p) for p in parts], "success_rule": first["success_rule"],
+         "summary": rows, "episodes": episodes}, indent=1))
+    label = policy_label(first["policy"], temperature)
+    (out / "results.md").write_text(table(rows, label) + "\n")
+    bar_chart(rows, label, out / "success.png")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", default="expert", help="expert | random | torch:<checkpoint> | onnx:<directory>; "
@@ -195,9 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="first episode seed")
     ap.add_argument("--video-episodes", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/sim_benchmark"))
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
+                    help="instead of running: merge these benchmark folders (same policy, disjoint seeds) into --out")
     ap.add_argument("--temperature", type=float, default=0.0,
                     help="model policies: 0 greedy; 1 samples the actions as Gato does (each episode seeded by its seed)")
     args = ap.parse_args(argv)
+    if args.merge:
+        try:
+            rows = merge(args.merge, args.out)
+        except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print((args.out / "results.md").read_text(), end="")
+        print(f"wrote {args.out}/results.json, results.md, success.png ({len(rows) - 1} triplets)")
+        return 0
     try:
         if args.episodes < 1 or args.workers < 1:
             raise ValueError("--episodes and --workers must be at least 1")

@@ -133,6 +133,25 @@ def test_benchmark_runner_writes_results(tmp_path):
     assert 0.0 < episode["min_tool_red_m"] < 1.0 and data["summary"][0]["lifted_red"] == 0.0
 
 
+def test_benchmark_runs_over_disjoint_seeds_merge_into_one_result(tmp_path, capsys):
+    common = ["--policy", "random", "--triplets", "rgb_test_triplet5", "--episodes", "1", "--workers", "1",
+              "--video-episodes", "0"]
+    for seed in (0, 1):
+        assert benchmark.main([*common, "--seed", str(seed), "--out", str(tmp_path / f"s{seed}")]) == 0
+    parts = [str(tmp_path / "s0"), str(tmp_path / "s1")]
+    assert benchmark.main(["--merge", *parts, "--out", str(tmp_path / "all")]) == 0
+    merged = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert sorted(e["seed"] for e in merged["episodes"]) == [0, 1] and merged["episodes_per_triplet"] == 2
+    assert merged["summary"][0]["episodes"] == 2 and (tmp_path / "all" / "success.png").stat().st_size > 1000
+    # the same seeds twice, or another policy, are refused
+    assert benchmark.main(["--merge", parts[0], parts[0], "--out", str(tmp_path / "dup")]) == 2
+    other = json.loads((tmp_path / "s1" / "results.json").read_text())
+    other["policy"] = "expert"
+    (tmp_path / "s1" / "results.json").write_text(json.dumps(other))
+    assert benchmark.main(["--merge", *parts, "--out", str(tmp_path / "mixed")]) == 2
+    assert "policy" in capsys.readouterr().err
+
+
 def test_bad_policy_and_triplet_names_are_clear_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="expert, random, torch"):
         make_policy("gpt")

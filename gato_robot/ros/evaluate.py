@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.episodes < 1:
         p.error("--episodes must be >= 1")
+    if a.temperature < 0:
+        p.error("--temperature must be >= 0 (0: greedy)")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
