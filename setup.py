@@ -5,6 +5,7 @@
 environment.
 """
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -60,6 +61,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # the shipped policy (gato_robot.runtime.shipped): model.onnx, manifest.json and its model card
+        *[(f"share/{PACKAGE}/{d}", sorted(glob(f"{d}/*"))) for d in sorted(glob("models/*")) if os.path.isdir(d)],
     ],
     install_requires=["numpy>=1.24", "sentencepiece>=0.2", "pyyaml>=6"],
     extras_require=EXTRAS,

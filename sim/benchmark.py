@@ -69,16 +69,29 @@ def _run_chunk(policy_name: str, triplet: str, seeds: list[int], images: bool,
     return out
 
 
-def _video(policy_name: str, triplet: str, seeds: list[int], path: Path, temperature: float = 0.0) -> None:
+def _video(policy_name: str, triplet: str, seeds: list[int], path: Path,
+           temperature: float = 0.0) -> list[dict[str, Any]]:
+    """An MP4 of these episodes (re-run with frames); returns their summaries."""
     import imageio.v2 as imageio
 
     policy = make_policy(policy_name, temperature=temperature)
     env = _env_for(policy, policy_name, triplet, images=True)
+    summaries = []
     with imageio.get_writer(path, fps=20, codec="libx264", quality=7, macro_block_size=16) as w:
         for s in seeds:
-            for frame in _episode(env, policy, s, temperature, frames=True).frames:
+            result = _episode(env, policy, s, temperature, frames=True)
+            for frame in result.frames:
                 w.append_data(frame)
+            summaries.append(result.summary())
     env.close()
+    return summaries
+
+
+def episode_video(policy_name: str, triplet: str, seed: int, path: Path, temperature: float = 0.0) -> dict[str, Any]:
+    """Re-run one benchmark episode (same seed; a sampling policy's draws seeded by it) with frames, write its MP4
+    and return its summary. The re-run may differ from the benchmark's when the thread count changes the floating
+    point sums enough to change a sampled action: its ``success`` says what the video shows."""
+    return _video(policy_name, triplet, [seed], path, temperature)[0]
 
 
 def summarise(episodes: list[dict[str, Any]], triplets: list[str]) -> list[dict[str, Any]]:

@@ -64,6 +64,12 @@ def test_node_plan_selects_nodes_and_overrides():
     assert by_name["gato_controller"]["start_armed"] is True
     with pytest.raises(ValueError, match="command_interface"):
         stack.node_plan(command_interface="joint_trajectory")
+    assert "temperature" not in by_name["gato_policy"]  # empty: the parameter file's value stands
+    sampled = {n.name: o for n, _, o in stack.node_plan(sim=True, temperature="1")}
+    assert sampled["gato_policy"]["temperature"] == 1.0 and "temperature" not in sampled["gato_controller"]
+    for bad in ("-1", "hot", "nan"):
+        with pytest.raises(ValueError, match="temperature"):
+            stack.node_plan(temperature=bad)
     args = stack.ros_arguments(stack.NODES[2], PARAMS, {"model_dir": "/x'y", "camera_topics": ["/a"], "use_sim_time": True})
     assert args[:6] == ["--ros-args", "-r", "__node:=gato_policy", "--params-file", str(PARAMS), "-p"]
     assert "model_dir:='/x''y'" in args and "camera_topics:=['/a']" in args and "use_sim_time:=true" in args

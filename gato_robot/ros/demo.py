@@ -28,15 +28,17 @@ CAMERA = "basket_front_left"
 
 
 def run_stack_episode(model_dir: str | os.PathLike, out_dir: str | os.PathLike, steps: int = 100,
-                      triplet: str = "rgb_test_triplet1", seed: int = 0, timeout_s: float = 300.0) -> dict[str, Any]:
-    """Run ``steps`` control steps of one simulated episode through the stack; write ``stack_episode.mp4``."""
+                      triplet: str = "rgb_test_triplet1", seed: int = 0, timeout_s: float = 300.0,
+                      temperature: float = 0.0) -> dict[str, Any]:
+    """Run ``steps`` control steps of one simulated episode through the stack; write ``stack_episode.mp4``.
+    ``temperature``: the policy node's (0 greedy; the shipped model samples at 1)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     domain = testing.domain_for(f"gato-demo-{os.getpid()}")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     with tempfile.TemporaryDirectory() as tmp:
         params = testing.write_params(Path(tmp) / "stack.yaml", {
-            "gato_policy": {"providers": "auto", "intra_op_threads": 1},
+            "gato_policy": {"providers": "auto", "intra_op_threads": 1, "temperature": float(temperature)},
             "gato_sim": {"episode_steps": steps, "max_episodes": 1, "start_paused": True, "triplet": triplet,
                          "seed": seed},
         })
@@ -80,6 +82,7 @@ def run_stack_episode(model_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     last = statuses[-1] if statuses else {}
     return {
         "steps": int(last.get("step", 0)), "success": bool(last.get("success", False)), "triplet": triplet,
+        "seed": seed, "temperature": temperature,
         "arm_commands": len(twists), "moving_commands": int(sum(s > 1e-6 for s in speeds)),
         "max_commanded_speed_m_s": max(speeds, default=0.0), "camera_frames": len(frames),
         "policy_diagnostics": latency[-1] if latency else {}, "launcher_exit_code": code,

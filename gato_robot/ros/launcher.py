@@ -36,6 +36,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--command-interface", default="", choices=("", *COMMAND_INTERFACES),
                     help=LAUNCH_ARGUMENTS["command_interface"][1])
     ap.add_argument("--record", default="", metavar="DIR", help=LAUNCH_ARGUMENTS["record"][1])
+    ap.add_argument("--temperature", default="", help=LAUNCH_ARGUMENTS["temperature"][1])
     ap.add_argument("--grace", type=float, default=5.0, help="seconds between SIGINT, SIGTERM and SIGKILL")
     ap.add_argument("--dry-run", action="store_true", help="print the node command lines and exit")
     return ap.parse_args(argv)
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = node_plan(sim=args.sim, params_file=args.params_file, model=args.model,
                          camera_topics=args.camera_topics, command_interface=args.command_interface,
-                         record=args.record)
+                         record=args.record, temperature=args.temperature)
     except ValueError as e:
         _log(f"error: {e}")
         return 2

@@ -22,7 +22,7 @@ COMMAND_INTERFACES = ("twist", "forward_command")
 # Parameters the launch arguments override. The parameter file keeps them in its shared ``/**`` section: ROS
 # gives a node's own section precedence over ``/**`` entries, overrides included, whatever their order.
 OVERRIDABLE = ("use_sim_time", "start_armed", "model_dir", "camera_topics", "command_interface", "cameras",
-               "image_size", "omit_observations")
+               "image_size", "omit_observations", "temperature")
 CAMERA_TOPIC = "/camera/{}/image_raw"  # the sim node's camera topics (common.camera_topic)
 CAMERA_PREFIX = "camera/"  # spec keys of camera observations (gato_robot.core.specs.CAMERA_PREFIX)
 
@@ -53,6 +53,7 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "model": ("", "exported ONNX policy directory (model.onnx + manifest.json) for the policy node"),
     "camera_topics": ("", "comma-separated sensor_msgs/Image topics, one per spec camera, in spec order"),
     "command_interface": ("", f"arm command interface: one of {COMMAND_INTERFACES}"),
+    "temperature": ("", "the policy's action sampling temperature (0: greedy; the shipped model samples at 1)"),
     "record": ("", "folder: also run the recorder (rosbag2/MCAP logs of the stack's topics, one per episode)"),
 }
 
@@ -84,6 +85,19 @@ def parse_bool(value: str | bool) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def parse_temperature(value: str | float) -> float | None:
+    """A launch argument's temperature: None when empty (keep the parameter file's), else a float >= 0."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    try:
+        t = float(value)
+    except ValueError:
+        raise ValueError(f"temperature must be a number >= 0 (0: greedy), got {value!r}") from None
+    if not t >= 0:
+        raise ValueError(f"temperature must be >= 0 (0: greedy), got {value!r}")
+    return t
+
+
 def parse_list(value: str | Sequence[str]) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
@@ -112,7 +126,8 @@ def model_spec_parameters(model_dir: str | Path) -> dict[str, Any] | None:
 
 
 def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", camera_topics: str | Sequence[str] = "",
-              command_interface: str = "", record: str = "") -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
+              command_interface: str = "", record: str = "",
+              temperature: str | float = "") -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
     """(node, parameter file, parameter overrides) for each node to start, in start order."""
     sim = parse_bool(sim)
     params = Path(params_file) if params_file else default_params_file()
@@ -120,6 +135,7 @@ def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", c
         raise ValueError(f"parameter file {params} does not exist")
     if command_interface and command_interface not in COMMAND_INTERFACES:
         raise ValueError(f"command_interface must be one of {COMMAND_INTERFACES}, got {command_interface!r}")
+    sampling = parse_temperature(temperature)
     cameras = parse_list(camera_topics)
     # The model's spec decides the camera names and image size of the tokenizer (and what the sim renders).
     from_model = model_spec_parameters(Path(model).expanduser()) if model else None
@@ -136,6 +152,8 @@ def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", c
             overrides["start_armed"] = True  # a simulated arm needs no operator to arm it
         if model and node.name == "gato_policy":
             overrides["model_dir"] = str(Path(model).expanduser().resolve())
+        if sampling is not None and node.name == "gato_policy":
+            overrides["temperature"] = sampling
         if from_model and node.name in ("gato_tokenizer", "gato_sim"):
             overrides.update(cameras=from_model["cameras"], image_size=from_model["image_size"])
         if from_model and from_model["omit_observations"] and node.name == "gato_tokenizer":
