@@ -274,3 +274,15 @@ def test_sampled_benchmark_episodes_depend_on_their_seed_only(tmp_path):
     assert greedy[0]["min_tool_red_m"] != alone[0]["min_tool_red_m"]
     with pytest.raises(ValueError, match="greedy only"):
         make_policy(f"markov:{name}", temperature=1.0)
+
+
+def test_episode_video_re_runs_one_benchmark_episode(tmp_path):
+    """The demo's video of a stacked episode: the same seed and seeded draws give the benchmark's episode again."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    from gato_robot.model.export import export_random_policy
+
+    name = f"onnx:{export_random_policy(tmp_path / 'tiny')}"
+    (episode,) = benchmark._run_chunk(name, "rgb_test_triplet1", [7], images=True, threads=1, temperature=1.0)
+    again = benchmark.episode_video(name, "rgb_test_triplet1", 7, tmp_path / "one.mp4", temperature=1.0)
+    assert again == episode and (tmp_path / "one.mp4").stat().st_size > 10_000
