@@ -94,7 +94,7 @@ def layout_main(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     from gato_robot.runtime.shipped import SHIPPED_TEMPERATURE, shipped_model_dir
 
-    ap = argparse.ArgumentParser(prog="gato-demo", description=__doc__.split("\n\n")[1],
+    ap = argparse.ArgumentParser(prog="gato-demo", description="\n\n".join(__doc__.split("\n\n")[1:3]),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="where results and videos go")
     ap.add_argument("--model", type=Path, default=None,
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="action sampling temperature of the policy (0: greedy; the shipped model samples at 1)")
     ap.add_argument("--steps", type=int, default=400,
                     help="control steps of the ROS stack episode (20 per second; a benchmark episode is 400)")
-    ap.add_argument("--triplet", default="rgb_test_triplet5", help="test triplet of the ROS stack episode")
+    ap.add_argument("--triplet", default="rgb_test_triplet5", help="test triplet of the ROS stack episode (default: one of the two the shipped model stacks most often)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the ROS stack episode")
     ap.add_argument("--policy-episodes", type=int, default=4,
                     help="benchmark episodes of the policy per test triplet (0: skip)")
