@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="action sampling temperature of the policy (0: greedy; the shipped model samples at 1)")
     ap.add_argument("--steps", type=int, default=400,
                     help="control steps of the ROS stack episode (20 per second; a benchmark episode is 400)")
-    ap.add_argument("--triplet", default="rgb_test_triplet5", help="test triplet of the ROS stack episode (default: one of the two the shipped model stacks most often)")
+    ap.add_argument("--triplet", default="rgb_test_triplet5",
+                    help="test triplet of the ROS stack episode (default: one of the two the shipped model stacks "
+                         "most often)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the ROS stack episode")
     ap.add_argument("--policy-episodes", type=int, default=4,
                     help="benchmark episodes of the policy per test triplet (0: skip)")
@@ -160,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         outputs += ["policy/results.md", "policy/success.png", "policy/episodes.mp4"]
         episodes = json.loads((args.out / "policy" / "results.json").read_text())["episodes"]
         stacked = [e for e in episodes if e["success"]]
+        (args.out / "policy" / "stacked_episode.mp4").unlink(missing_ok=True)  # an earlier run's
         if stacked:  # show a stack: the first successful episode, re-run with frames
             from gato_robot.sim.benchmark import episode_video
 
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'stacked again' if again['success'] else 'this time it did not stack'})")
             outputs.append("policy/stacked_episode.mp4")
         else:
-            print(f"none of these {len(episodes)} episodes stacked (the policy stacks in about one in nine)")
+            print(f"none of these {len(episodes)} episodes stacked")
     if not args.skip_expert and args.expert_episodes > 0:
         print(f"\nscripted expert, {args.expert_episodes} episodes on each test triplet (video of the first)")
         rows = run("expert", list(TEST_TRIPLETS), args.expert_episodes, workers=2, out=args.out / "expert",
