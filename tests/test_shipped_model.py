@@ -64,3 +64,15 @@ def test_the_demo_benchmarks_the_shipped_policy(tmp_path):
     results = json.loads((tmp_path / "policy" / "results.json").read_text())
     assert results["temperature"] == SHIPPED_TEMPERATURE
     assert len(results["episodes"]) == 5 and (tmp_path / "policy" / "episodes.mp4").stat().st_size > 0
+
+
+def test_decoding_the_markov_model_greedily_warns(caplog):
+    import logging
+
+    from gato_robot.runtime.onnx_policy import OnnxPolicy
+
+    with caplog.at_level(logging.WARNING, logger="gato_robot.runtime.onnx_policy"):
+        OnnxPolicy(shipped_model_dir(), providers="cpu", temperature=SHIPPED_TEMPERATURE)
+        assert not any("Markov policy decoded greedily" in r.getMessage() for r in caplog.records)
+        OnnxPolicy(shipped_model_dir(), providers="cpu", temperature=0.0)
+    assert any("Markov policy decoded greedily" in r.getMessage() for r in caplog.records)

@@ -102,6 +102,10 @@ class OnnxPolicy:
             raise ModelIntegrityError(f"{self.directory}: the manifest's cache inputs/outputs do not match its layers")
         self.context = int(self.manifest["model"]["context"])
         self.markov = bool(self.manifest["model"].get("markov", False))  # no history: every step starts afresh
+        if self.markov and temperature == 0:
+            log.warning("%s is a Markov policy decoded greedily: with no history, the same image gives the same "
+                        "action, and it can stall at a fixed point; sample its actions (temperature 1, as it was "
+                        "evaluated)", self.directory)
         self.max_append = int(cache["max_append"])
         self.logits_lo, self.logits_hi = self.manifest["logits_range"]
         self.ranges = self.tokenizer.action_token_ranges()
