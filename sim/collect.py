@@ -38,10 +38,10 @@ import numpy as np
 from gato_robot.data.episodes import Episode, write_episode
 from gato_robot.sim import objects
 from gato_robot.sim.env import RgbStackingEnv
-from gato_robot.sim.expert import ScriptedExpert
-from gato_robot.sim.policies import action_array, make_policy
+from gato_robot.sim.policies import EXPERTS, action_array, make_policy
 from gato_robot.sim.rollout import Executor, run_episode
 
+EXPERT_LABELS = {"expert": "scripted_expert", "feedback-expert": "feedback_expert"}  # metadata "policy"
 NOISE_CORRELATION = 0.9  # AR(1) coefficient of the DART noise per control step (about 0.5 s correlation time)
 
 
@@ -79,12 +79,15 @@ def dagger_executor(learner: Any, beta: float, seed: int) -> Executor:
 def collect_one(triplet: str, seed: int, out: Path, cameras: int, image_size: int,
                 successful_only: bool, action_noise: float = 0.0, dagger: str | None = None,
                 dagger_beta: float = 0.0, max_steps: int | None = None,
-                dagger_temperature: float = 0.0) -> dict[str, Any]:
+                dagger_temperature: float = 0.0, expert: str = "expert") -> dict[str, Any]:
+    if expert not in EXPERTS:
+        raise ValueError(f"expert must be one of {EXPERTS}, got {expert!r}")
     env = _env(triplet, cameras, image_size)
-    execute, executed = None, "scripted_expert"
+    labeller = EXPERT_LABELS[expert]
+    execute, executed = None, labeller
     if action_noise > 0:
         execute = noise_executor(env, action_noise, seed)
-        executed = f"scripted_expert + AR(1) noise, sigma {action_noise} of the limits"
+        executed = f"{labeller} + AR(1) noise, sigma {action_noise} of the limits"
     elif dagger:
         learner = _learner(dagger, dagger_temperature)
         if dagger_temperature > 0:
@@ -92,7 +95,7 @@ def collect_one(triplet: str, seed: int, out: Path, cameras: int, image_size: in
         execute = dagger_executor(learner, dagger_beta, seed)
         sampled = f", sampled at temperature {dagger_temperature:g}" if dagger_temperature > 0 else ""
         executed = f"{dagger} (the expert's action with probability {dagger_beta}{sampled})"
-    result = run_episode(env, ScriptedExpert(), seed, record=True, execute=execute, max_steps=max_steps)
+    result = run_episode(env, make_policy(expert), seed, record=True, execute=execute, max_steps=max_steps)
     info = {"triplet": triplet, "seed": seed, "success": result.success, "path": None}
     if successful_only and not result.success:
         return info
@@ -104,7 +107,7 @@ def collect_one(triplet: str, seed: int, out: Path, cameras: int, image_size: in
         metadata={
             "task": "rgb_stacking", "triplet": triplet, "objects": result.objects, "seed": seed,
             "success": result.success, "stacked_at_end": result.stacked_at_end, "return": result.episode_return,
-            "policy": "scripted_expert", "success_rule": "stacked for >= 20 consecutive control steps (1 s)",
+            "policy": labeller, "success_rule": "stacked for >= 20 consecutive control steps (1 s)",
             "simulator": "pybullet", "control_hz": 20, "executed": executed,
             **({"max_steps": max_steps} if max_steps else {}),
         },
@@ -140,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--triplets", default="test", help="test, all, or comma-separated triplet names")
     ap.add_argument("--episodes-per-triplet", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--expert", default="expert", choices=EXPERTS,
+                    help="the labelling expert: expert (the scripted state machine) or feedback-expert (memoryless "
+                         "state feedback: its label is a function of the state alone, what behaviour cloning and "
+                         "DAgger assume; docs/stacking.md)")
     ap.add_argument("--cameras", type=int, default=2, help="2 (front left/right, as Gato) or 3")
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0, help="first seed; episode i of each triplet uses seed + i")
@@ -182,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = [pool.submit(collect_one, t, s, args.out, args.cameras, args.image_size, args.successful_only,
                                args.action_noise, args.dagger, args.dagger_beta, args.max_steps,
-                               args.dagger_temperature) for t, s in jobs]
+                               args.dagger_temperature, args.expert) for t, s in jobs]
         with tqdm(total=len(futures), desc="episodes", unit="ep") as bar:
             for f in as_completed(futures):
                 done.append(f.result())

@@ -87,11 +87,14 @@ def _densify(v: np.ndarray, samples: int = 6) -> np.ndarray:
 
 
 def plan_grasp(verts: np.ndarray, k: int, prefer_yaw: float | None = None, avoid_yaw: float | None = None,
-               com: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
+               com: np.ndarray | None = None, yaw_cost: float = 0.0) -> tuple[np.ndarray, float, float]:
     """(grasp xy, grasp z, tool yaw) for object ``k``: fingers close across a narrow horizontal axis whose two
     contact faces are vertical over a common height band, at a point where the open fingers (4 cm either side of
     the centre, 2 cm wide) clear the other objects. Along the fingers' contact line the grasp is centred on the
-    centre of mass ``com`` (default: the vertex mean), so the object does not pivot between the pads."""
+    centre of mass ``com`` (default: the vertex mean), so the object does not pivot between the pads.
+    ``yaw_cost`` > 0 adds that much score per radian the wrist must turn from ``prefer_yaw`` (within its +-pi/2
+    range, no wrap-around), so that of equally good grasps the nearest is chosen: a memoryless expert's choice
+    between the symmetric grasps of a cube is then a function of the tool's yaw, not of rounding."""
     v = np.unique(verts[k], axis=0)
     com = v.mean(axis=0) if com is None else np.asarray(com, float)
     xy = v[:, :2]
@@ -121,6 +124,8 @@ def plan_grasp(verts: np.ndarray, k: int, prefer_yaw: float | None = None, avoid
             yaw = ws.wrap_half_turn(np.pi / 2 - angle)
             if prefer_yaw is not None and abs(ws.wrap_half_turn(yaw - prefer_yaw)) > 0.2:
                 score += 0.01  # hysteresis: keep the current plan unless another is clearly better
+            if prefer_yaw is not None:
+                score += yaw_cost * abs(yaw - prefer_yaw)
             if avoid_yaw is not None and abs(ws.wrap_half_turn(yaw - avoid_yaw)) < 0.3:
                 score += 0.3
             for o in others:

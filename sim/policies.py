@@ -41,8 +41,11 @@ def action_array(action: Any) -> np.ndarray:
     return np.asarray(action, np.float32)
 
 
+EXPERTS = ("expert", "feedback-expert")  # privileged experts: the scripted state machine, the state-feedback one
+
+
 def needs_privileged(name: str) -> bool:
-    return name.removeprefix("markov:") == "expert"
+    return name.removeprefix("markov:") in EXPERTS
 
 
 class Memoryless:
@@ -62,7 +65,8 @@ class Memoryless:
 
 
 def make_policy(name: str, seed: int = 0, threads: int | None = None, temperature: float = 0.0) -> Policy:
-    """``expert``, ``random``, ``torch:<checkpoint>`` or ``onnx:<export dir>``; ``markov:<any of these>`` restarts
+    """``expert`` (scripted), ``feedback-expert`` (state feedback, memoryless), ``random``, ``torch:<checkpoint>`` or
+    ``onnx:<export dir>``; ``markov:<any of these>`` restarts
     it at every step (:class:`Memoryless`). ``temperature`` (model policies): 0 greedy, above 0 sampled, as Gato
     acts; ``seed`` seeds the draws of each episode (``initial_state``). ``threads``: the CPU threads a torch
     or ONNX policy may use (None: the library's default, all cores). Parallel workers must split the cores: with
@@ -77,6 +81,10 @@ def make_policy(name: str, seed: int = 0, threads: int | None = None, temperatur
         from gato_robot.sim.expert import ScriptedExpert
 
         return ScriptedExpert()
+    if name == "feedback-expert":
+        from gato_robot.sim.feedback_expert import FeedbackExpert
+
+        return FeedbackExpert()
     if name == "random":
         return RandomPolicy(seed)
     if name.startswith("torch:"):
@@ -97,5 +105,5 @@ def make_policy(name: str, seed: int = 0, threads: int | None = None, temperatur
             ) from e
         return OnnxPolicy.from_directory(name.split(":", 1)[1], intra_op_threads=threads or 0,
                                          temperature=temperature, seed=seed)
-    raise ValueError(f"unknown policy {name!r}; use expert, random, torch:<checkpoint> or onnx:<directory>, "
-                     "optionally after markov:")
+    raise ValueError(f"unknown policy {name!r}; use expert, feedback-expert, random, torch:<checkpoint> or "
+                     "onnx:<directory>, optionally after markov:")

@@ -13,6 +13,7 @@ from gato_robot.data.episodes import EpisodeReader
 from gato_robot.sim import benchmark, collect
 from gato_robot.sim.env import RgbStackingEnv
 from gato_robot.sim.expert import ScriptedExpert, _topple_push, plan_grasp
+from gato_robot.sim.feedback_expert import FeedbackExpert
 from gato_robot.sim.policies import make_policy
 from gato_robot.sim.rollout import run_episode
 
@@ -28,6 +29,46 @@ def test_expert_stacks_cubes():
     # a stacking episode passes through every progress stage the benchmark reports
     assert all(r.summary()["reached_red"] and r.summary()["lifted_red"] and r.summary()["red_over_blue"]
                for r in results), [r.summary() for r in results]
+
+
+def test_feedback_expert_stacks_from_the_start_and_from_wherever_another_policy_left_it():
+    """The DAgger property: a memoryless expert labels any state, so it finishes the task from states another
+    policy led to (here 60 steps of random motion with random gripper commands first)."""
+    env = RgbStackingEnv(render_images=False, privileged=True, object_ids=("s0", "s0", "s0"))
+    expert = FeedbackExpert()
+    assert expert.initial_state() is None
+    rng = np.random.default_rng(3)
+    steps = [0]
+
+    def random_first(action, obs):
+        steps[0] += 1
+        if steps[0] <= 60:
+            return rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
+        return action
+
+    try:
+        plain = [run_episode(env, expert, seed) for seed in range(2)]
+        perturbed = run_episode(env, expert, 5, execute=random_first)
+        obs, _ = env.reset(seed=0)
+        first, _ = expert.step(obs, None)
+        again, _ = FeedbackExpert().step(obs, "anything")  # no hidden state: the same state, the same action
+    finally:
+        env.close()
+    assert all(r.success for r in plain), [r.summary() for r in plain]
+    assert perturbed.success, perturbed.summary()
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first[:3]).max() <= 0.07 + 1e-6 and abs(first[3]) <= 1.0 + 1e-6 and first[4] in (-255.0, 255.0)
+
+
+def test_grasp_plan_prefers_the_nearest_yaw_of_a_symmetric_object():
+    # a lone cube: closing along x and along y are equally good; the wrist should turn as little as possible
+    cube = np.array([[x, y, z] for x in (-0.025, 0.025) for y in (-0.025, 0.025) for z in (0.0, 0.05)]) + [0.6, 0, 0]
+    cube = np.concatenate([cube, np.repeat(cube[-1:], 12, axis=0)])
+    far = cube + [0.0, 0.5, 0.0]
+    verts = np.stack([cube, far, far + [0.0, 0.2, 0.0]])
+    for current in (-1.3, -0.2, 0.3, 1.4):
+        _, _, yaw = plan_grasp(verts, 0, prefer_yaw=current, yaw_cost=0.02)
+        assert abs(yaw - current) < 0.3, (current, yaw)  # the turn itself: the wrist cannot wrap past +-pi/2
 
 
 def test_expert_actions_are_valid_demonstrations():
