@@ -137,6 +137,20 @@ def test_image_positions_use_patches_not_token_ids():
         assert (m(x).logits - m(y).logits).abs().max() > 1e-5
 
 
+def test_training_embeds_only_image_positions_and_matches_the_dense_eval_path():
+    m = tiny_model()
+    x = random_inputs(3, 20, seed=4)
+    with torch.no_grad():
+        dense = m.embed(x)  # eval: the patch block over every position (what the ONNX export traces)
+        m.train()
+        sparse = m.embed(x)  # training: only where is_image
+        m.eval()
+    torch.testing.assert_close(sparse, dense, atol=0, rtol=0)
+    m.train()
+    m(x, torch.ones(3, 20, dtype=torch.bool), return_logits=False).loss.backward()  # gradients flow through it
+    assert m.embed.patch.stem.weight.grad.abs().sum() > 0
+
+
 # -- masked loss ----------------------------------------------------------------------------------------------
 def test_loss_counts_only_masked_valid_targets():
     m = tiny_model()

@@ -124,6 +124,42 @@ def test_markov_windows_hold_one_timestep_from_anywhere_in_the_episode(episodes)
         dataset(episodes, max_timesteps=0)
 
 
+def test_image_shift_moves_each_camera_the_same_at_every_timestep_and_never_the_held_out(episodes):
+    img = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
+    moved = data.shift_image(img, 2, -3, 4)
+    np.testing.assert_array_equal(moved[2:, :-3], img[:-2, 3:])  # content moved 2 down and 3 left
+    np.testing.assert_array_equal(moved[:2, 0], np.repeat(img[:1, 3], 2, axis=0))  # the edge repeated
+    np.testing.assert_array_equal(data.shift_image(img, 0, 0, 4), img)
+
+    plain, shifted = dataset(episodes, prompt_fraction=0.0), dataset(episodes, prompt_fraction=0.0, image_shift=3)
+    changed = 0
+    for i in range(10):
+        a, b = plain[i], shifted[i]
+        np.testing.assert_array_equal(a["tokens"][~a["is_image"]], b["tokens"][~b["is_image"]])  # same window
+        changed += not np.array_equal(a["pixels"], b["pixels"])
+        np.testing.assert_array_equal(b["pixels"], shifted[i]["pixels"])  # a pure function of the index
+    assert changed >= 7  # (0, 0) is one shift of 49
+    held_out = dataset(episodes, prompt_fraction=0.0, image_shift=3, train=False)
+    assert all(np.array_equal(held_out[i]["pixels"], dataset(episodes, prompt_fraction=0.0, train=False)[i]["pixels"])
+               for i in range(5))
+    # one shift per camera and window: every timestep of the window's camera moved alike
+    spec = demos.small_spec()
+    rng = np.random.default_rng(0)
+    obs = [{s.name: np.full(s.shape, t, np.uint8) for s in spec.observations} for t in range(3)]
+    for s in spec.observations:
+        if s.kind.name == "IMAGE":
+            for t, o in enumerate(obs):
+                o[s.name][4, 5] = 200 + t  # a marker pixel inside the image
+    out = data.shift_images(obs, spec, 2, np.random.default_rng(0))
+    dys = rng.integers(-2, 3, size=2)
+    name = next(s.name for s in spec.observations if s.kind.name == "IMAGE")
+    for t, o in enumerate(out):
+        ys, xs = np.nonzero(o[name][:, :, 0] == 200 + t)
+        assert (ys.tolist(), xs.tolist()) == ([4 + dys[0]], [5 + dys[1]])
+    with pytest.raises(ValueError, match="image_shift"):
+        apply_overrides(preset("tiny-cpu"), ["data.image_shift=-1"])
+
+
 def test_prompt_conditioning_fraction_and_masking(episodes):
     ds = dataset(episodes, prompt_fraction=0.5, prompt_tokens=48)
     per_step = demos.small_spec().max_timestep_tokens

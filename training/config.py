@@ -142,8 +142,13 @@ class DataSection:
     aux_center: tuple[float, ...] = ()
     aux_scale: float = 0.1
     aux_weight: float = 1.0
+    # random-shift augmentation of training images: each camera of a window moves by up to this many pixels each
+    # way (edge pixels repeated), the same shift at every timestep of the window; 0 disables (held-out: never)
+    image_shift: int = 0
 
     def __post_init__(self) -> None:
+        if self.image_shift < 0:
+            raise ValueError(f"data.image_shift must be >= 0 pixels, got {self.image_shift}")
         self.aux_center = tuple(float(x) for x in self.aux_center)
         if self.aux_take <= 0 or self.aux_scale <= 0 or self.aux_weight < 0:
             raise ValueError("data.aux_take and data.aux_scale must be > 0 and data.aux_weight >= 0")
@@ -158,6 +163,8 @@ class DataSection:
         )
         if self.aux_extras and self.domains:
             raise ValueError("data.aux_extras works with single-domain runs (data.train), not data.domains")
+        if self.image_shift and self.domains:
+            raise ValueError("data.image_shift works with single-domain runs (data.train), not data.domains")
         names = [d.name for d in self.domains]
         if len(set(names)) != len(names):
             raise ValueError(f"data.domains: names must be unique, got {names}")

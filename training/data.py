@@ -174,7 +174,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def __init__(self, index: EpisodeIndex, *, context: int, seed: int, stream: int = TRAIN_STREAM,
                  prompt_fraction: float = 0.25, prompt_end_fraction: float = 0.5, prompt_tokens: int | None = None,
                  domain_id: int = 0, train: bool = True, max_damaged: int = 10, text_targets: bool = True,
-                 aux: AuxTargets | None = None, max_timesteps: int | None = None) -> None:
+                 aux: AuxTargets | None = None, max_timesteps: int | None = None, image_shift: int = 0) -> None:
         if not index.episodes:
             raise DataError("no usable episodes (empty folders, all damaged, or all filtered out)")
         self.index, self.context, self.seed, self.stream = index, context, seed, stream
@@ -188,6 +188,9 @@ class WindowDataset(torch.utils.data.Dataset):
         if max_timesteps is not None and max_timesteps <= 0:
             raise ValueError(f"max_timesteps must be positive, got {max_timesteps}")
         self.max_timesteps = max_timesteps  # at most this many timesteps per window (1: a Markov policy)
+        if image_shift < 0:
+            raise ValueError(f"image_shift must be >= 0 pixels, got {image_shift}")
+        self.image_shift = image_shift if train else 0  # held-out sequences are never augmented
         lengths = np.array([e.length for e in index.episodes], np.float64)
         self._cum = np.cumsum(lengths / lengths.sum())
         self._same_task = {t: [i for i, e in enumerate(index.episodes) if e.task == t] for t in _group(index.episodes)}
@@ -257,6 +260,8 @@ class WindowDataset(torch.utils.data.Dataset):
             self._bad.add(info.path)
             raise
         obs, act = zip(*((ep.observation(t), ep.action(t)) for t in range(len(ep))))
+        if self.image_shift:
+            obs = shift_images(obs, tok.spec, self.image_shift, rng)
         block = build_episode(tok, obs, act, first_timestep=first, text_targets=self.text_targets)
         window = last_window(block, budget) if at_end else windows(block, budget)[0]
         if self.aux is None:
@@ -287,6 +292,30 @@ class WindowDataset(torch.utils.data.Dataset):
         log.warning("damaged episode data, window redrawn: %s", e)
         if len(self._bad) > self.max_damaged:
             raise DataError(f"more than data.max_damaged={self.max_damaged} damaged episode files; last: {e}")
+
+
+def shift_image(image: np.ndarray, dy: int, dx: int, pad: int) -> np.ndarray:
+    """(H, W, C) image moved by (dy, dx) pixels (|dy|, |dx| <= pad), the uncovered border filled by repeating the
+    edge: the random-shift augmentation of visual RL and behaviour cloning (DrQ, Kostrikov et al. 2020; Diffusion
+    Policy's random crops), which keeps a policy from keying on exact pixel positions of a few hundred layouts."""
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    return padded[pad - dy : pad - dy + h, pad - dx : pad - dx + w]
+
+
+def shift_images(observations: Sequence[dict[str, np.ndarray]], spec: RobotSpec, pad: int,
+                 rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    """Every camera of a window moved by its own random shift in [-pad, pad]^2, the same at every timestep (the
+    camera moved, not the scene). Draws from ``rng`` in spec order, so a sample stays a function of its index."""
+    shifts = {s.name: rng.integers(-pad, pad + 1, size=2) for s in spec.observations if s.kind is Kind.IMAGE}
+    out = []
+    for o in observations:
+        o = dict(o)
+        for name, (dy, dx) in shifts.items():
+            if name in o:
+                o[name] = shift_image(np.asarray(o[name]), int(dy), int(dx), pad)
+        out.append(o)
+    return out
 
 
 def _pixels(patches: np.ndarray, is_image: np.ndarray) -> np.ndarray:

@@ -93,8 +93,9 @@ class GatoEmbedding(nn.Module):
     """``GatoInputs`` -> (B, T, D). Image positions take the patch vector plus row/column encodings, all other
     positions the vocabulary row; every position adds its local position encoding.
 
-    The patch block runs densely over every position and ``torch.where`` picks (no data-dependent shapes, so the
-    same code exports to ONNX); its cost is small next to the transformer's.
+    In eval mode (export, decoding) the patch block runs densely over every position and ``torch.where`` picks (no
+    data-dependent shapes, so the same code exports to ONNX); in training mode it runs only on image positions.
+    Both give the same vectors (GroupNorm normalises each patch on its own).
     """
 
     def __init__(self, cfg: GatoConfig) -> None:
@@ -110,7 +111,14 @@ class GatoEmbedding(nn.Module):
         b, t = x.tokens.shape
         image = x.is_image.unsqueeze(-1)  # (B, T, 1)
         tok = self.tokens(torch.where(x.is_image, 0, x.tokens))  # (B, T, D)
-        patch = self.patch(x.patches.reshape(b * t, vocab.PATCH_PIXELS).to(tok.dtype)).view(b, t, -1)
+        if self.training:
+            # Training: the patch block only where there are patches (a Markov RGB-stacking window is 32 patches
+            # of 56 tokens). Data-dependent shapes are fine here; export and decoding (eval mode) stay dense.
+            flat = x.is_image.reshape(-1)  # (B*T,)
+            vectors = self.patch(x.patches.reshape(b * t, vocab.PATCH_PIXELS)[flat].to(tok.dtype))  # (N, D)
+            patch = tok.new_zeros(b * t, tok.shape[-1]).index_put((flat.nonzero().squeeze(1),), vectors).view(b, t, -1)
+        else:
+            patch = self.patch(x.patches.reshape(b * t, vocab.PATCH_PIXELS).to(tok.dtype)).view(b, t, -1)
         patch = patch + self.patch_row(x.patch_row) + self.patch_col(x.patch_col)  # (B, T, D)
         h = torch.where(image, patch, tok) + self.local_pos(x.local_pos)
         return self.drop(h)
