@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1  # independent random streams for training and held-out sequences
 _MAX_RETRIES = 8  # a window that hits damaged data is redrawn (deterministically) this many times
-_OPEN_FILES = 64  # episode files kept open per worker
+_OPEN_FILES = 1024  # episode files kept open per worker (reopening one was 13% of a worker's time at 64)
 
 
 class DataError(RuntimeError):
