@@ -356,6 +356,29 @@ def test_learning_curve_reads_evaluations_and_plots(tmp_path):
     assert curve.main([str(tmp_path / "missing")]) == 2
 
 
+def test_learning_curve_chains_a_lineage_of_fine_tuned_runs(tmp_path):
+    from gato_robot.training import curve
+
+    first, second, other = tmp_path / "fb1", tmp_path / "fb2", tmp_path / "other"
+    for run, init, rows in [(first, None, [{"step": 1000, "eval/loss": 2.0}, {"step": 3000, "eval/loss": 1.8}]),
+                            (second, first / "checkpoints" / "step_000002000",
+                             [{"step": 500, "eval/loss": 1.7, "sim/success_rgb_test_triplet1": 0.5}]),
+                            (other, tmp_path / "elsewhere" / "checkpoints" / "step_000002000", [{"step": 1}])]:
+        run.mkdir()
+        (run / "train_config.json").write_text(json.dumps({"run": {"sim_eval_episodes": 4},
+                                                           "model": {"init_from": str(init) if init else None}}))
+        (run / "evaluations.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    got = curve.read_lineage([first, second])
+    # run 1's step 3000 lies past the fork at 2000; run 2's step 500 is step 2500 of the lineage
+    assert [(p["step"], p["run"]) for p in got["points"]] == [(1000, "fb1"), (2500, "fb2")]
+    assert got["boundaries"] == [2000] and got["points"][1]["mean_success"] == 0.5
+    out = tmp_path / "lineage.png"
+    assert curve.main([str(first), str(second), "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000 and json.loads(out.with_suffix(".json").read_text())["boundaries"] == [2000]
+    assert curve.main([str(first), str(other)]) == 2  # not fine-tuned from the run before it
+    assert curve.main([str(second), str(first)]) == 2  # the first of these was not fine-tuned at all
+
+
 def test_every_pixel_value_survives_the_uint8_transport():
     from gato_robot.core.tokenizer import patchify
 

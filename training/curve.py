@@ -1,9 +1,14 @@
 """Learning curve of a training run: simulated success and held-out loss against training steps.
 
     python -m gato_robot.training.curve runs/stacking-cpu [--out runs/stacking-cpu/learning_curve.png]
+    python -m gato_robot.training.curve runs/fb1 runs/fb2 --out runs/fb2/lineage_curve.png
+
+Several runs make a lineage: each run after the first must be fine-tuned (``model.init_from``) from a
+``step_N`` checkpoint of the run before it, and its steps are counted from there, so the x axis is the total
+number of optimizer steps behind each point.
 
 Reads the run's ``evaluations.jsonl`` (written by the trainer at every held-out evaluation, rollout and simulated
-benchmark; on a resumed run the newest line of a step wins) and writes ``learning_curve.json`` and a PNG: mean
+benchmark; on a resumed run the newest line of a step wins) and writes a PNG and the same numbers beside it (``learning_curve.json``): mean
 success over the evaluated triplets (and each triplet) with Wilson 95% intervals when the episode count is known,
 and the held-out loss on a second axis.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,6 +64,39 @@ def read_curve(run_dir: str | Path) -> dict[str, Any]:
     return {"run": str(run), "sim_eval_episodes_per_triplet": episodes, "points": points}
 
 
+def _init_step(run: Path) -> int | None:
+    """The step of the checkpoint a run was fine-tuned from (``model.init_from`` ending in ``step_N``)."""
+    config = run / "train_config.json"
+    if not config.is_file():
+        return None
+    init = json.loads(config.read_text()).get("model", {}).get("init_from")
+    match = re.search(r"step_0*(\d+)/?$", str(init or ""))
+    return int(match.group(1)) if match else None
+
+
+def read_lineage(run_dirs: list[str | Path]) -> dict[str, Any]:
+    """Chain runs fine-tuned one from the next into one curve, steps counted from the first run's start."""
+    runs = [Path(r) for r in run_dirs]
+    points: list[dict[str, Any]] = []
+    offset, boundaries = 0, []
+    for k, run in enumerate(runs):
+        curve = read_curve(run)
+        if k:
+            start = _init_step(run)
+            if start is None:
+                raise ValueError(f"{run} was not fine-tuned from a step_N checkpoint (model.init_from), so it "
+                                 f"does not continue {runs[k - 1]}")
+            init = json.loads((run / "train_config.json").read_text())["model"]["init_from"]
+            if Path(init).resolve().parent.parent != runs[k - 1].resolve():
+                raise ValueError(f"{run} was fine-tuned from {init}, not from a checkpoint of {runs[k - 1]}")
+            offset += start
+            boundaries.append(offset)
+            points = [p for p in points if p["step"] <= offset]  # the previous run's points past the fork
+        points += [dict(p, step=p["step"] + offset, run=run.name) for p in curve["points"]]
+    return {"run": " -> ".join(r.name for r in runs), "runs": [str(r) for r in runs], "boundaries": boundaries,
+            "sim_eval_episodes_per_triplet": curve["sim_eval_episodes_per_triplet"], "points": points}
+
+
 def plot(curve: dict[str, Any], out: Path) -> None:
     import matplotlib
 
@@ -75,7 +114,9 @@ def plot(curve: dict[str, Any], out: Path) -> None:
         for t in sorted({t for p in sim for t in p["success"]}):
             ax.plot(steps, [100 * p["success"].get(t, float("nan")) for p in sim], ".--", alpha=0.6,
                     label=t.replace("rgb_test_", ""))
-    ax.set_xlabel("training step")
+    for b in curve.get("boundaries", []):
+        ax.axvline(b, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("training step" + (" (the runs chained)" if curve.get("boundaries") else ""))
     ax.set_ylabel("simulated success (%)")
     ax.set_ylim(-2, 102)
     losses = [p for p in curve["points"] if p.get("eval_loss") is not None]
@@ -86,7 +127,7 @@ def plot(curve: dict[str, Any], out: Path) -> None:
         ax2.set_ylabel("held-out loss (nats / action token)", color="tab:red")
         ax2.legend(loc="upper center", fontsize=8)
     ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(Path(curve["run"]).name)
+    ax.set_title(curve["run"] if "runs" in curve else Path(curve["run"]).name)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -94,22 +135,22 @@ def plot(curve: dict[str, Any], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", help="training run folder (run.out_dir)")
-    p.add_argument("--out", help="PNG path (default: RUN/learning_curve.png)")
+    p.add_argument("run", nargs="+", help="training run folder (run.out_dir); several: a lineage of fine-tuned runs")
+    p.add_argument("--out", help="PNG path (default: the last RUN/learning_curve.png)")
     a = p.parse_args(argv)
     try:
-        curve = read_curve(a.run)
-    except FileNotFoundError as e:
+        curve = read_curve(a.run[0]) if len(a.run) == 1 else read_lineage(a.run)
+    except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(a.out) if a.out else Path(a.run) / "learning_curve.png"
-    (out.parent / "learning_curve.json").write_text(json.dumps(curve, indent=1))
+    out = Path(a.out) if a.out else Path(a.run[-1]) / "learning_curve.png"
+    out.with_suffix(".json").write_text(json.dumps(curve, indent=1))
     plot(curve, out)
     for point in curve["points"]:
         sim = f"  success {100 * point['mean_success']:.1f}%" if "mean_success" in point else ""
         loss = f"  held-out loss {point['eval_loss']:.4f}" if point.get("eval_loss") is not None else ""
         print(f"step {point['step']:>7}{loss}{sim}")
-    print(f"wrote {out} and {out.parent / 'learning_curve.json'}")
+    print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
 
