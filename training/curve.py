@@ -122,8 +122,14 @@ def plot(curve: dict[str, Any], out: Path) -> None:
     losses = [p for p in curve["points"] if p.get("eval_loss") is not None]
     if losses:
         ax2 = ax.twinx()
-        ax2.plot([p["step"] for p in losses], [p["eval_loss"] for p in losses], "s-", color="tab:red", alpha=0.7,
-                 label="held-out loss")
+        # each run of a lineage holds out its own episodes: its losses form their own segment
+        segments: dict[str, list[dict[str, Any]]] = {}
+        for p in losses:
+            segments.setdefault(p.get("run", ""), []).append(p)
+        for k, seg in enumerate(segments.values()):
+            ax2.plot([p["step"] for p in seg], [p["eval_loss"] for p in seg], "s-", color="tab:red", alpha=0.7,
+                     label="held-out loss" + (" (each run its own held-out set)" if len(segments) > 1 else "")
+                     if k == 0 else None)
         ax2.set_ylabel("held-out loss (nats / action token)", color="tab:red")
         ax2.legend(loc="upper center", fontsize=8)
     ax.legend(loc="upper left", fontsize=8)
