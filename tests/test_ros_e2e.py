@@ -164,7 +164,9 @@ def test_stack_evaluation_runs_consecutive_episodes(tiny_policy, tmp_path, monke
 
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     direct = tmp_path / "direct.json"
-    direct.write_text(json.dumps({"summary": [{"triplet": "rgb_test_triplet3", "successes": 0, "episodes": 5}]}))
+    direct.write_text(json.dumps({"summary": [{"triplet": "rgb_test_triplet3", "successes": 1, "episodes": 5}],
+                                  "episodes": [{"triplet": "rgb_test_triplet3", "seed": s, "success": s == 8}
+                                               for s in range(5, 10)]}))
     out = tmp_path / "eval"
     assert evaluate.main(["--model", str(tiny_policy), "--triplets", "rgb_test_triplet3", "--episodes", "2",
                           "--episode-steps", "15", "--seed", "7", "--compare", str(direct), "--out", str(out)]) == 0
@@ -173,4 +175,6 @@ def test_stack_evaluation_runs_consecutive_episodes(tiny_policy, tmp_path, monke
                                                                                    ("rgb_test_triplet3", 8, 15)]
     assert not any(e["success"] for e in result["episodes"])  # 15 random-weight steps cannot stack
     table = (out / "results.md").read_text()
-    assert "| rgb_test_triplet3 | 0/2 |" in table and "0/5" in table and "| yes |" in table
+    assert "| rgb_test_triplet3 | 0/2 |" in table and "1/5" in table and "| yes |" in table
+    assert "| yes | 1/2 |" in table  # the direct benchmark on seeds 7 and 8: one success
+    assert evaluate.same_seed_successes(result["episodes"], "rgb_test_triplet3", [7, 9]) is None  # 9 not run

@@ -10,8 +10,9 @@ probe in this process reads each episode's end from /gato/episode_status. The la
 image size from the model's spec (manifest.json), so the sim renders exactly what the model was trained on.
 
 Writes ``results.json`` (every episode) and ``results.md`` (success per triplet with Wilson 95% intervals;
-with ``--compare``, beside the direct benchmark's rate for the same policy and whether the two intervals
-overlap).
+with ``--compare``, beside the direct benchmark's rate for the same policy, whether the two intervals overlap, and
+the direct benchmark's successes on the same seeds: start layouts differ in difficulty, so that is the fair
+comparison for a few episodes).
 """
 
 from __future__ import annotations
@@ -74,6 +75,15 @@ def run_triplet(model_dir: str | os.PathLike, triplet: str, episodes: int, seed:
             for _, s in sorted(ended.items())]
 
 
+def same_seed_successes(episodes: list[dict[str, Any]], triplet: str, seeds: list[int]) -> tuple[int, int] | None:
+    """(successes, episodes) of the direct benchmark on exactly these seeds of a triplet, or None unless it ran all
+    of them. Start layouts differ in difficulty, so a few seeds compare fairly only with the same seeds direct."""
+    by_seed = {int(e["seed"]): bool(e["success"]) for e in episodes if e.get("triplet") == triplet}
+    if not seeds or any(s not in by_seed for s in seeds):
+        return None
+    return sum(by_seed[s] for s in seeds), len(seeds)
+
+
 def main(argv: list[str] | None = None) -> int:
     from gato_robot.core.stats import wilson_interval
     from gato_robot.sim.benchmark import MPO_SPECIALISTS
@@ -103,12 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         rows += got
         print(f"{triplet}: {sum(r['success'] for r in got)}/{len(got)} through the ROS stack", flush=True)
     direct: dict[str, dict[str, Any]] = {}
+    direct_episodes: list[dict[str, Any]] = []
     if a.compare:
-        for r in json.loads(Path(a.compare).read_text())["summary"]:
+        compared = json.loads(Path(a.compare).read_text())
+        for r in compared["summary"]:
             direct[r["triplet"]] = r
-    lines = ["| triplet | ROS stack | 95% CI | direct benchmark | 95% CI | overlap | MPO (state) |",
-             "|---|---|---|---|---|---|---|"]
+        direct_episodes = list(compared.get("episodes", []))
+    lines = ["| triplet | ROS stack | 95% CI | direct benchmark | 95% CI | overlap | direct, same seeds | MPO (state) |",
+             "|---|---|---|---|---|---|---|---|"]
     summary = []
+    same_total = [0, 0]
     for triplet in dict.fromkeys(r["triplet"] for r in rows):
         ok = [r["success"] for r in rows if r["triplet"] == triplet]
         lo, hi = wilson_interval(sum(ok), len(ok))
@@ -119,13 +133,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"{'yes' if lo <= dhi and dlo <= hi else 'no'}"
         else:
             cells = "- | - | -"
+        same = same_seed_successes(direct_episodes, triplet, [r["seed"] for r in rows if r["triplet"] == triplet])
+        if same is not None:
+            same_total[0] += same[0]
+            same_total[1] += same[1]
         mpo = MPO_SPECIALISTS.get(triplet)
         lines.append(f"| {triplet} | {sum(ok)}/{len(ok)} | {100 * lo:.0f}-{100 * hi:.0f}% | {cells} | "
-                     f"{'-' if mpo is None else f'{mpo:.1f}%'} |")
-        summary.append({"triplet": triplet, "successes": sum(ok), "episodes": len(ok), "ci95": [lo, hi]})
+                     f"{'-' if same is None else f'{same[0]}/{same[1]}'} | {'-' if mpo is None else f'{mpo:.1f}%'} |")
+        summary.append({"triplet": triplet, "successes": sum(ok), "episodes": len(ok), "ci95": [lo, hi],
+                        "direct_same_seeds": None if same is None else list(same)})
     n_ok, n = sum(r["success"] for r in rows), len(rows)
     lo, hi = wilson_interval(n_ok, n)
-    lines.append(f"| all | {n_ok}/{n} | {100 * lo:.0f}-{100 * hi:.0f}% | | | | |")
+    same_cell = f"{same_total[0]}/{same_total[1]}" if same_total[1] else ""
+    lines.append(f"| all | {n_ok}/{n} | {100 * lo:.0f}-{100 * hi:.0f}% | | | | {same_cell} | |")
     (out / "results.json").write_text(json.dumps({"model": str(a.model), "episodes_per_triplet": a.episodes,
                                                   "temperature": a.temperature, "seed": a.seed, "summary": summary, "episodes": rows}, indent=1))
     (out / "results.md").write_text("\n".join(lines) + "\n")
