@@ -8,7 +8,7 @@ to the direct episode loop (same seeds, same seeded sampling), so a variant that
 the cause of a mismatch between ``gato_robot.ros.evaluate`` and ``gato_robot.sim.benchmark``:
 
 - ``none``: the direct benchmark's loop;
-- ``rate_limit``: the controller's per-step change limits (config/stack.yaml: 0.02 m/s, 0.3 rad/s);
+- ``rate_limit``: the controller's per-step change limits (read from config/stack.yaml);
 - ``delay``: every command one control step late (a lockstep sim that stepped before the action arrived);
 - ``gripper_late``: only the gripper command one step late (arm and gripper are separate topics);
 - ``grasp_flag``: the grasp flag inferred as the ROS tokenizer does (fingers stopped while closing,
@@ -27,13 +27,23 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 VARIANTS = ("none", "rate_limit", "delay", "gripper_late", "grasp_flag", "all")
-MAX_STEP = np.array([0.02, 0.02, 0.02, 0.3, 510.0])  # config/stack.yaml: max_linear_step, max_yaw_step, gripper
 OPEN = np.array([0.0, 0.0, 0.0, 0.0, -255.0])  # what the arm does before the first command: still, gripper open
-GRASP_MIN_OPENING, GRASP_MAX_SPEED = 0.002, 0.005  # gato_robot.ros.wire.gripper_state
+
+
+def controller_max_step() -> np.ndarray:
+    """The controller's per-command change limits (vx, vy, vz, yaw rate, gripper) from the stack's parameter file."""
+    import yaml
+
+    from gato_robot.ros.stack import default_params_file
+
+    params = yaml.safe_load(default_params_file().read_text())["gato_controller"]["ros__parameters"]
+    linear = float(params["max_linear_step"])
+    return np.array([linear, linear, linear, float(params["max_yaw_step"]), float(params["max_gripper_step"])])
 
 
 def episode(job: tuple[str, str, int, str, float, int]) -> tuple[str, bool]:
     policy_name, triplet, seed, variant, temperature, steps = job
+    from gato_robot.ros.wire import gripper_state  # numpy only: the ROS tokenizer's grasp flag
     from gato_robot.sim.benchmark import _env_for
     from gato_robot.sim.policies import action_array, make_policy
 
@@ -42,6 +52,7 @@ def episode(job: tuple[str, str, int, str, float, int]) -> tuple[str, bool]:
     limit = variant in ("rate_limit", "all")
     delay = variant in ("delay", "all")
     flag = variant in ("grasp_flag", "all")
+    max_step = controller_max_step() if limit else None
     success = False
     try:
         obs, _ = env.reset(seed=seed)
@@ -49,14 +60,14 @@ def episode(job: tuple[str, str, int, str, float, int]) -> tuple[str, bool]:
         command, pending = OPEN.copy(), OPEN.copy()
         for _ in range(steps):
             if flag:
-                opening, speed, _ = (float(v) for v in obs["proprio/gripper"])
-                grasp = command[4] > 0 and opening > GRASP_MIN_OPENING and abs(speed) < GRASP_MAX_SPEED
-                obs = dict(obs)
-                obs["proprio/gripper"] = np.array([opening, speed, float(grasp)], np.float32)
+                opening, speed, _ = obs["proprio/gripper"]
+                obs = dict(obs)  # the sim publishes the opening and its velocity; the tokenizer infers the flag
+                obs["proprio/gripper"] = gripper_state(np.array([opening]), np.array([speed]),
+                                                       closing=command[4] > 0).astype(np.float32)
             action, state = policy.step(obs, state)
             action = np.asarray(action_array(action), np.float64)
             if limit:
-                action = command + np.clip(action - command, -MAX_STEP, MAX_STEP)
+                action = command + np.clip(action - command, -max_step, max_step)
             executed = action.copy()
             if delay:
                 executed = pending.copy()

@@ -64,14 +64,14 @@ def read_curve(run_dir: str | Path) -> dict[str, Any]:
     return {"run": str(run), "sim_eval_episodes_per_triplet": episodes, "points": points}
 
 
-def _init_step(run: Path) -> int | None:
-    """The step of the checkpoint a run was fine-tuned from (``model.init_from`` ending in ``step_N``)."""
+def _init_checkpoint(run: Path) -> tuple[Path, int] | None:
+    """The checkpoint a run was fine-tuned from (``model.init_from`` ending in ``step_N``) and its step N."""
     config = run / "train_config.json"
     if not config.is_file():
         return None
     init = json.loads(config.read_text()).get("model", {}).get("init_from")
     match = re.search(r"step_0*(\d+)/?$", str(init or ""))
-    return int(match.group(1)) if match else None
+    return (Path(init), int(match.group(1))) if match else None
 
 
 def read_lineage(run_dirs: list[str | Path]) -> dict[str, Any]:
@@ -82,12 +82,12 @@ def read_lineage(run_dirs: list[str | Path]) -> dict[str, Any]:
     for k, run in enumerate(runs):
         curve = read_curve(run)
         if k:
-            start = _init_step(run)
-            if start is None:
+            fork = _init_checkpoint(run)
+            if fork is None:
                 raise ValueError(f"{run} was not fine-tuned from a step_N checkpoint (model.init_from), so it "
                                  f"does not continue {runs[k - 1]}")
-            init = json.loads((run / "train_config.json").read_text())["model"]["init_from"]
-            if Path(init).resolve().parent.parent != runs[k - 1].resolve():
+            init, start = fork
+            if init.resolve().parent.parent != runs[k - 1].resolve():
                 raise ValueError(f"{run} was fine-tuned from {init}, not from a checkpoint of {runs[k - 1]}")
             offset += start
             boundaries.append(offset)
