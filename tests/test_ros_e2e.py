@@ -178,3 +178,8 @@ def test_stack_evaluation_runs_consecutive_episodes(tiny_policy, tmp_path, monke
     assert "| rgb_test_triplet3 | 0/2 |" in table and "1/5" in table and "| yes |" in table
     assert "| yes | 1/2 |" in table  # the direct benchmark on seeds 7 and 8: one success
     assert evaluate.same_seed_successes(result["episodes"], "rgb_test_triplet3", [7, 9]) is None  # 9 not run
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"summary": [], "episodes": [{"triplet": "rgb_test_triplet3"}]}))  # no seed
+    with pytest.raises(SystemExit) as exit_info:  # refused before any episode runs
+        evaluate.main(["--model", str(tiny_policy), "--compare", str(broken), "--out", str(tmp_path / "no")])
+    assert exit_info.value.code == 2 and not (tmp_path / "no").exists()

@@ -104,6 +104,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--episodes must be >= 1")
     if a.temperature < 0:
         p.error("--temperature must be >= 0 (0: greedy)")
+    direct: dict[str, dict[str, Any]] = {}
+    direct_episodes: list[dict[str, Any]] = []
+    if a.compare:  # read before the episodes run: a bad file must not cost them
+        try:
+            compared = json.loads(Path(a.compare).read_text())
+            for r in compared["summary"]:
+                direct[r["triplet"]] = r
+            direct_episodes = [{"triplet": str(e["triplet"]), "seed": int(e["seed"]), "success": bool(e["success"])}
+                               for e in compared.get("episodes", [])]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            p.error(f"--compare {a.compare}: not a benchmark results.json ({type(e).__name__}: {e})")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -112,17 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                           temperature=a.temperature)
         rows += got
         print(f"{triplet}: {sum(r['success'] for r in got)}/{len(got)} through the ROS stack", flush=True)
-    direct: dict[str, dict[str, Any]] = {}
-    direct_episodes: list[dict[str, Any]] = []
-    if a.compare:
-        compared = json.loads(Path(a.compare).read_text())
-        for r in compared["summary"]:
-            direct[r["triplet"]] = r
-        direct_episodes = list(compared.get("episodes", []))
     lines = ["| triplet | ROS stack | 95% CI | direct benchmark | 95% CI | overlap | direct, same seeds | MPO (state) |",
              "|---|---|---|---|---|---|---|---|"]
     summary = []
-    same_total = [0, 0]
     for triplet in dict.fromkeys(r["triplet"] for r in rows):
         ok = [r["success"] for r in rows if r["triplet"] == triplet]
         lo, hi = wilson_interval(sum(ok), len(ok))
@@ -134,9 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cells = "- | - | -"
         same = same_seed_successes(direct_episodes, triplet, [r["seed"] for r in rows if r["triplet"] == triplet])
-        if same is not None:
-            same_total[0] += same[0]
-            same_total[1] += same[1]
         mpo = MPO_SPECIALISTS.get(triplet)
         lines.append(f"| {triplet} | {sum(ok)}/{len(ok)} | {100 * lo:.0f}-{100 * hi:.0f}% | {cells} | "
                      f"{'-' if same is None else f'{same[0]}/{same[1]}'} | {'-' if mpo is None else f'{mpo:.1f}%'} |")
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                         "direct_same_seeds": None if same is None else list(same)})
     n_ok, n = sum(r["success"] for r in rows), len(rows)
     lo, hi = wilson_interval(n_ok, n)
-    same_cell = f"{same_total[0]}/{same_total[1]}" if same_total[1] else ""
+    same = [s["direct_same_seeds"] for s in summary if s["direct_same_seeds"] is not None]
+    same_cell = f"{sum(k for k, _ in same)}/{sum(m for _, m in same)}" if same else ""
     lines.append(f"| all | {n_ok}/{n} | {100 * lo:.0f}-{100 * hi:.0f}% | | | | {same_cell} | |")
     (out / "results.json").write_text(json.dumps({"model": str(a.model), "episodes_per_triplet": a.episodes,
                                                   "temperature": a.temperature, "seed": a.seed, "summary": summary, "episodes": rows}, indent=1))
