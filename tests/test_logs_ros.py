@@ -190,13 +190,14 @@ def test_replayer_publishes_the_log_with_its_timing_and_clock(tmp_path, request,
 
 def test_launcher_record_logs_a_simulated_episode_that_converts_to_training_data(tmp_path, request, monkeypatch):
     """`gato-stack --sim --model M --record DIR`: one bag per episode, convertible: the episode's actions are the
-    commands the controller sent, its success the simulator's; the token stream is the same three times."""
+    commands the controller sent, its success the simulator's; the token stream is the same three times. Nothing
+    starts the episode but the sim itself, once the stack and the recorder are there: the bag holds it from its
+    first observation and the policy's answer to it (not an episode begun while the recorder was discovering)."""
     pytest.importorskip("pybullet")
     pytest.importorskip("onnxruntime")
     pytest.importorskip("torch")
-    from std_srvs.srv import Trigger
-
     from gato_robot.logs.offline import token_stream_sha256
+    from gato_robot.ros.sim_node import SIM_START
 
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     steps = 12
@@ -204,7 +205,7 @@ def test_launcher_record_logs_a_simulated_episode_that_converts_to_training_data
     domain = testing.domain_for(request.node.nodeid)
     params = testing.write_params(tmp_path / "stack.yaml", {
         "gato_policy": {"providers": "cpu", "intra_op_threads": 1},
-        "gato_sim": {"episode_steps": steps, "max_episodes": 1, "start_paused": True}})
+        "gato_sim": {"episode_steps": steps, "max_episodes": 1}})
     out = tmp_path / "logs"
     probe = testing.Probe(domain)
     log = tmp_path / "launcher.log"
@@ -214,11 +215,7 @@ def test_launcher_record_logs_a_simulated_episode_that_converts_to_training_data
              str(params), "--record", str(out)], stdout=subprocess.DEVNULL, stderr=err,
             env=testing.ros_env(domain), start_new_session=True)
     try:
-        probe.wait_for(lambda: probe.node.count_publishers(common.ACTION_TOKENS_TOPIC) >= 1
-                       and probe.node.count_subscribers(common.TWIST_TOPIC) >= 3, 90, "policy, sim and recorder")
-        time.sleep(1.0)
-        probe.call(common.SIM_RESET_SERVICE, Trigger, timeout=30)
-        probe.wait_for(lambda: any(out.glob("*/metadata.yaml")), 150, "the episode bag to be closed")
+        probe.wait_for(lambda: any(out.glob("*/metadata.yaml")), 240, "the episode bag to be closed")
     finally:
         code = testing.stop_launcher(launcher)
         probe.close()
@@ -228,6 +225,12 @@ def test_launcher_record_logs_a_simulated_episode_that_converts_to_training_data
     assert meta["episode"] == 0 and meta["done"] and meta["steps"] == steps and meta["policy"] == str(model)
     messages, report = bag.read_log(first)
     assert report.ok, report
+    # the sim started the episode once the recorder was there: the bag holds all of it from its first step
+    statuses = [json.loads(m.decode().data) for m in messages if m.topic == common.EPISODE_STATUS_TOPIC]
+    assert [s["step"] for s in statuses] == list(range(steps + 1)) and statuses[0]["sim_time"] == SIM_START
+    camera = [round(common.stamp_to_sec(m.decode().header.stamp), 6) for m in messages
+              if m.topic == "/camera/basket_front_left/image_raw"]
+    assert camera[0] == SIM_START and len(camera) == steps + 1
     twists = [m.decode().twist for m in messages if m.topic == common.TWIST_TOPIC]
     (episode,), conv = convert.log_to_episodes(first)
     print(f"recorded {len(messages)} messages; converted {len(episode)} steps; dropped {conv.dropped}")

@@ -62,6 +62,9 @@ def test_node_plan_selects_nodes_and_overrides():
     assert by_name["gato_policy"]["model_dir"] == str(Path("/m").resolve()) and by_name["gato_policy"]["use_sim_time"]
     assert by_name["gato_tokenizer"]["camera_topics"] == ["/a", "/b"] and "use_sim_time" not in by_name["gato_sim"]
     assert by_name["gato_controller"]["start_armed"] is True
+    assert by_name["gato_sim"]["wait_for_subscribers"] == 1  # the first episode waits for the pipeline
+    recorded = {n.name: o for n, _, o in stack.node_plan(sim=True, record="/tmp/logs")}
+    assert recorded["gato_sim"]["wait_for_subscribers"] == 2 and "gato_recorder" in recorded  # ... and the recorder
     with pytest.raises(ValueError, match="command_interface"):
         stack.node_plan(command_interface="joint_trajectory")
     assert "temperature" not in by_name["gato_policy"]  # empty: the parameter file's value stands

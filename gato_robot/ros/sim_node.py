@@ -6,6 +6,10 @@ and the two finger joints, each finger half the opening), /gato/tool_pose (PoseS
 Takes the arm command (TwistStamped or Float64MultiArray, as the controller publishes it) and /gripper/command.
 /sim/reset (std_srvs/Trigger) starts a new episode.
 
+The first episode starts at once, on /sim/reset (``start_paused``), or once the stack is there
+(``wait_for_subscribers``: the launch files set it, so the policy sees the first observation and a recorder logs
+the whole episode, instead of an episode that began while the other nodes were still being discovered).
+
 Stepping (``lockstep``, default true): after publishing the observation at sim time t, the node waits for the
 next arm command and then steps the environment by one control period (50 ms of sim time) with it, so a run is
 deterministic and as fast as the pipeline. A robot does not wait forever: when no command arrives within
@@ -34,6 +38,7 @@ from gato_robot.core import specs
 from gato_robot.ros import common, wire
 
 SIM_START = 1.0  # s: sim time of the first observation (a zero stamp reads as "unset" to many tools)
+STACK_SETTLE_S = 0.5  # s: after this node sees the stack's endpoints, before the first episode starts
 
 
 class SimNode(Node):
@@ -58,6 +63,11 @@ class SimNode(Node):
         self.auto_reset = bool(d("auto_reset", True, "start the next episode when one ends"))
         self.frame = d("base_frame", "panda_link0", "frame_id of the tool pose")
         start_paused = bool(d("start_paused", False, "wait for /sim/reset before the first episode"))
+        self.wait_subscribers = int(d("wait_for_subscribers", 0, "before the first episode, wait until each camera "
+                                      "topic, /gato/observation and /gato/action_tokens has this many subscribers "
+                                      "and the arm command has a publisher (0: start at once; the launch files "
+                                      "set 1, or 2 with the recorder, so no step goes unseen)"))
+        self.wait_timeout = float(d("wait_timeout_s", 60.0, "start anyway after this long (s), with a warning"))
         if len(topics) != len(cameras):
             raise ValueError(f"camera_topics has {len(topics)} topics for {len(cameras)} cameras")
         if self.interface not in ("twist", "forward_command"):
@@ -89,6 +99,7 @@ class SimNode(Node):
         else:
             self.create_subscription(Float64MultiArray, forward_topic, self.on_forward, common.COMMAND_QOS)
         self.create_subscription(Float64, gripper_topic, self.on_gripper, common.COMMAND_QOS)
+        self.command_topic = twist_topic if self.interface == "twist" else forward_topic
         self.create_service(Trigger, common.SIM_RESET_SERVICE, self.on_reset)
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         period = min(self.dt, self.lockstep_timeout / 5) if self.lockstep else self.dt
@@ -96,9 +107,15 @@ class SimNode(Node):
         self.get_logger().info(
             f"RGB stacking ({self.triplet}, cameras {cameras} at {image_size} px) -> {list(topics)}; "
             f"{'lockstep' if self.lockstep else 'timer'} stepping at {self.control_hz} Hz sim time")
+        self.stack_wait: tuple[float, float | None] | None = None  # (since, ready since) while waiting for the stack
         if start_paused:
             self.finished = True
             self.get_logger().info(f"paused: call {common.SIM_RESET_SERVICE} to start the first episode")
+        elif self.wait_subscribers > 0:
+            self.finished = True
+            self.stack_wait = (time.monotonic(), None)
+            self.get_logger().info(f"waiting for the stack ({self.wait_subscribers} subscriber(s) on the pipeline "
+                                   f"topics) before the first episode")
         else:
             self.start_episode()
 
@@ -129,7 +146,34 @@ class SimNode(Node):
         else:
             self.invalid_commands += 1
 
+    def stack_ready(self) -> bool:
+        """Every camera topic, /gato/observation and /gato/action_tokens has ``wait_for_subscribers`` subscribers
+        (the tokenizer, the policy, the controller, and the recorder when it runs) and the arm command a publisher."""
+        n = self.wait_subscribers
+        return (all(pub.get_subscription_count() >= n for pub in self.image_pubs)
+                and self.count_subscribers(common.OBSERVATION_TOPIC) >= n
+                and self.count_subscribers(common.ACTION_TOKENS_TOPIC) >= n
+                and self.count_publishers(self.command_topic) >= 1)
+
+    def wait_for_stack(self) -> None:
+        since, ready_since = self.stack_wait
+        now = time.monotonic()
+        if self.stack_ready():
+            if ready_since is None:  # seen by this node's discovery; give the others' a moment to match as well
+                self.stack_wait = (since, now)
+            elif now - ready_since >= STACK_SETTLE_S:
+                self.stack_wait = None
+        elif now - since > self.wait_timeout:
+            self.get_logger().warning(f"the stack is not all there after {self.wait_timeout:.0f} s: starting anyway")
+            self.stack_wait = None
+        if self.stack_wait is None:
+            self.finished = False
+            self.start_episode()
+
     def on_timer(self) -> None:
+        if self.stack_wait is not None:
+            self.wait_for_stack()
+            return
         if self.lockstep:
             if self.waiting_since is not None and time.monotonic() - self.waiting_since > self.lockstep_timeout:
                 self.velocity = np.zeros(4)
@@ -179,6 +223,7 @@ class SimNode(Node):
         self.publish(obs)
 
     def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.stack_wait = None
         self.finished = False
         self.t += self.dt
         self.start_episode()

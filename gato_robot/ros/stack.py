@@ -148,6 +148,9 @@ def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", c
         overrides: dict[str, Any] = {}
         if sim and not node.sim_only:
             overrides["use_sim_time"] = True  # the sim node publishes /clock and stamps with sim time
+        if node.name == "gato_sim":
+            # the first episode waits for the pipeline (and the recorder) so that no step goes unseen or unlogged
+            overrides["wait_for_subscribers"] = 2 if record else 1
         if sim and node.name == "gato_controller":
             overrides["start_armed"] = True  # a simulated arm needs no operator to arm it
         if model and node.name == "gato_policy":
