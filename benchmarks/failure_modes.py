@@ -18,7 +18,9 @@ stage it reached:
   - ``fell_off``: red ended off blue, not held (released beside blue, or slid or toppled off);
   - ``still_carrying``: red still held in the air at the end (hovered, never set down).
 
-Prints a table per triplet and writes the labels and per-episode figures to ``--json``.
+Prints a table per triplet, and per label how far red's centre was from blue's (horizontally) when the gripper let
+go of it over blue (``release_xy_m``: the feedback expert releases within 1.2 cm), and writes the labels and
+per-episode figures to ``--json``.
 """
 
 from __future__ import annotations
@@ -71,6 +73,14 @@ def trace_episode(env: Any, policy: Any, seed: int, temperature: float) -> dict[
                    else "red off-centre or low"] += 1
         streak = streak + 1 if s else 0
         best = max(best, streak)
+    # the release: the first step after red was first over blue at which the robot no longer touches red;
+    # red's horizontal offset from blue's centre just before it (the expert lets go within 1.2 cm)
+    release_xy = None
+    if over.any():
+        first = int(np.argmax(over))
+        let_go = np.flatnonzero(robot[first:-1] & ~robot[first + 1:])
+        if let_go.size:
+            release_xy = round(float(xy[first + int(let_go[0])]), 4)
     if info["success"]:
         label = "success"
     elif not over.any():
@@ -89,7 +99,7 @@ def trace_episode(env: Any, policy: Any, seed: int, temperature: float) -> dict[
         else:
             label = "fell_off"
     return {"triplet": env.triplet_name, "seed": seed, "label": label, "success": bool(info["success"]),
-            "longest_stacked_streak": int(best), "streak_breaks": dict(breaks), "steps_over_blue": int(over.sum()),
+            "release_xy_m": release_xy, "longest_stacked_streak": int(best), "streak_breaks": dict(breaks), "steps_over_blue": int(over.sum()),
             "steps_held_on_blue": int((on_blue & robot & (xy < success.MAX_HORIZONTAL_M)).sum()),
             "end": {"red_lift_m": round(float(lift[-1]), 4), "red_blue_xy_m": round(float(xy[-1]), 4),
                     "red_touches_robot": bool(robot[-1]), "red_touches_blue": bool(on_blue[-1])}}
@@ -134,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     breaks = sum((Counter(e["streak_breaks"]) for e in episodes), Counter())
     if breaks:
         print("stacked streaks shorter than 1 s ended because: " + ", ".join(f"{k} {v}" for k, v in breaks.items()))
+    for label in LABELS:
+        offsets = [e["release_xy_m"] for e in episodes if e["label"] == label and e["release_xy_m"] is not None]
+        if offsets:
+            q = np.percentile(offsets, [25, 50, 75]) * 100
+            print(f"red released over blue, {label}: {len(offsets)} episodes, red's offset from blue's centre at the "
+                  f"release {q[1]:.1f} cm (quartiles {q[0]:.1f}-{q[2]:.1f})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"policy": args.policy, "temperature": args.temperature,
