@@ -491,3 +491,18 @@ def test_auxiliary_targets_come_from_extras_at_each_separator_and_train_only_a_s
     obs = {s.name: np.zeros(s.shape, np.uint8) if s.kind.value == "image" else np.zeros(s.shape) for s in spec.observations}
     action, state = policy.step(obs, policy.initial_state())
     assert action.shape == (3,) and np.isfinite(action).all() and state.timestep == 1
+
+
+def test_open_episode_files_follow_the_descriptor_limit(monkeypatch):
+    """A worker keeps thousands of episode files open (reopening at random made a 1,293-file mixture 3x slower),
+    but never more than a quarter of its open-file limit."""
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
+    assert data._open_files_cap() == 256
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (20000, 20000))
+    assert data._open_files_cap() == 5000
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert data._open_files_cap() == data._OPEN_FILES >= 4096
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (100, 100))
+    assert data._open_files_cap() == 64

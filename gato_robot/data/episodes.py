@@ -147,6 +147,9 @@ def _write(f: h5py.File, name: str, data: Any, kind: Kind | None, level: int) ->
     )
 
 
+READ_CHUNK_CACHE = 256 * 1024  # bytes of decompressed chunks cached per dataset (h5py's default: 1 MiB)
+
+
 class EpisodeReader:
     """Random access to one episode file; use as a context manager.
 
@@ -157,7 +160,8 @@ class EpisodeReader:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         try:
-            self._f = h5py.File(self.path, "r")
+            # a small chunk cache: a reader reads a window once, and a trainer keeps thousands of readers open
+            self._f = h5py.File(self.path, "r", rdcc_nbytes=READ_CHUNK_CACHE)
         except (OSError, ValueError) as e:
             raise EpisodeError(f"{self.path}: cannot open as an episode file ({e})") from e
         try:
