@@ -99,7 +99,8 @@ def trace_episode(env: Any, policy: Any, seed: int, temperature: float) -> dict[
         else:
             label = "fell_off"
     return {"triplet": env.triplet_name, "seed": seed, "label": label, "success": bool(info["success"]),
-            "release_xy_m": release_xy, "longest_stacked_streak": int(best), "streak_breaks": dict(breaks), "steps_over_blue": int(over.sum()),
+            "release_xy_m": release_xy, "longest_stacked_streak": int(best), "streak_breaks": dict(breaks),
+            "steps_over_blue": int(over.sum()),
             "steps_held_on_blue": int((on_blue & robot & (xy < success.MAX_HORIZONTAL_M)).sum()),
             "end": {"red_lift_m": round(float(lift[-1]), 4), "red_blue_xy_m": round(float(xy[-1]), 4),
                     "red_touches_robot": bool(robot[-1]), "red_touches_blue": bool(on_blue[-1])}}

@@ -111,8 +111,7 @@ class SimNode(Node):
         if start_paused:
             self.finished = True
             self.get_logger().info(f"paused: call {common.SIM_RESET_SERVICE} to start the first episode")
-        elif self.wait_subscribers > 0:
-            self.finished = True
+        elif self.wait_subscribers > 0:  # on_timer waits (no command steps the sim before its first episode)
             self.stack_wait = (time.monotonic(), None)
             self.get_logger().info(f"waiting for the stack ({self.wait_subscribers} subscriber(s) on the pipeline "
                                    f"topics) before the first episode")
@@ -167,7 +166,6 @@ class SimNode(Node):
             self.get_logger().warning(f"the stack is not all there after {self.wait_timeout:.0f} s: starting anyway")
             self.stack_wait = None
         if self.stack_wait is None:
-            self.finished = False
             self.start_episode()
 
     def on_timer(self) -> None:
