@@ -8,7 +8,7 @@ to the direct episode loop (same seeds, same seeded sampling), so a variant that
 the cause of a mismatch between ``gato_robot.ros.evaluate`` and ``gato_robot.sim.benchmark``:
 
 - ``none``: the direct benchmark's loop;
-- ``rate_limit``: the controller's per-step change limits (read from config/stack.yaml);
+- ``rate_limit``: the controller's safety filter: its clamps and per-step change limits (config/stack.yaml);
 - ``delay``: every command one control step late (a lockstep sim that stepped before the action arrived);
 - ``gripper_late``: only the gripper command one step late (arm and gripper are separate topics);
 - ``grasp_flag``: the grasp flag inferred as the ROS tokenizer does (fingers stopped while closing,
@@ -21,8 +21,10 @@ Prints successes per variant with Wilson 95% intervals. Needs PyBullet and onnxr
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -30,18 +32,19 @@ VARIANTS = ("none", "rate_limit", "delay", "gripper_late", "grasp_flag", "all")
 OPEN = np.array([0.0, 0.0, 0.0, 0.0, -255.0])  # what the arm does before the first command: still, gripper open
 
 
-def controller_max_step() -> np.ndarray:
-    """The controller's per-command change limits (vx, vy, vz, yaw rate, gripper) from the stack's parameter file."""
+def stack_filter(spec_low: np.ndarray, spec_high: np.ndarray):
+    """The controller's safety filter, armed, with the limits of the stack's parameter file (config/stack.yaml)."""
     import yaml
 
+    from gato_robot.core.safety import SafetyFilter, controller_limits
     from gato_robot.ros.stack import default_params_file
 
     params = yaml.safe_load(default_params_file().read_text())["gato_controller"]["ros__parameters"]
-    linear = float(params["max_linear_step"])
-    return np.array([linear, linear, linear, float(params["max_yaw_step"]), float(params["max_gripper_step"])])
+    return SafetyFilter(controller_limits(spec_low, spec_high, params), watchdog_period=float(params["watchdog_period_s"]),
+                        max_action_age=float(params["max_action_age_s"]), armed=True)
 
 
-def episode(job: tuple[str, str, int, str, float, int]) -> tuple[str, bool]:
+def episode(job: tuple[str, str, int, str, float, int]) -> tuple[str, str, int, bool]:
     policy_name, triplet, seed, variant, temperature, steps = job
     from gato_robot.ros.wire import gripper_state  # numpy only: the ROS tokenizer's grasp flag
     from gato_robot.sim.benchmark import _env_for
@@ -52,13 +55,13 @@ def episode(job: tuple[str, str, int, str, float, int]) -> tuple[str, bool]:
     limit = variant in ("rate_limit", "all")
     delay = variant in ("delay", "all")
     flag = variant in ("grasp_flag", "all")
-    max_step = controller_max_step() if limit else None
+    filt = stack_filter(env.action_space.low, env.action_space.high) if limit else None
     success = False
     try:
         obs, _ = env.reset(seed=seed)
         state = policy.initial_state()
         command, pending = OPEN.copy(), OPEN.copy()
-        for _ in range(steps):
+        for k in range(steps):
             if flag:
                 opening, speed, _ = obs["proprio/gripper"]
                 obs = dict(obs)  # the sim publishes the opening and its velocity; the tokenizer infers the flag
@@ -66,8 +69,8 @@ def episode(job: tuple[str, str, int, str, float, int]) -> tuple[str, bool]:
                                                        closing=command[4] > 0).astype(np.float32)
             action, state = policy.step(obs, state)
             action = np.asarray(action_array(action), np.float64)
-            if limit:
-                action = command + np.clip(action - command, -max_step, max_step)
+            if filt is not None:  # the controller's filter, on sim time (one step = 50 ms)
+                action = filt.filter_action(action, 0.05 * k, 0.05 * k).command.values
             executed = action.copy()
             if delay:
                 executed = pending.copy()
@@ -75,12 +78,12 @@ def episode(job: tuple[str, str, int, str, float, int]) -> tuple[str, bool]:
                 executed[4] = pending[4]
             pending, command = action, action
             obs, _, terminated, truncated, info = env.step(executed.astype(np.float32))
-            success = success or bool(info.get("success", False))
+            success = bool(info.get("success", False))  # at the end, as the benchmark runner counts it
             if terminated or truncated:
                 break
     finally:
         env.close()
-    return variant, success
+    return variant, triplet, seed, success
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--compare", help="a benchmark results.json of the same policy and temperature: paired counts "
+                                     "against its episodes on the same seeds (the 'none' variant reproduces them)")
+    p.add_argument("--out", help="write every episode here (JSON)")
     a = p.parse_args(argv)
-    from gato_robot.core.stats import wilson_interval
+    from gato_robot.core.stats import exact_mcnemar, wilson_interval
     from gato_robot.sim.objects import expand_triplets
 
     variants = [v for v in a.variants.split(",") if v]
@@ -104,13 +110,28 @@ def main(argv: list[str] | None = None) -> int:
     triplets = expand_triplets(a.triplets)
     jobs = [(a.policy, t, a.seed + k, v, a.temperature, a.steps) for v in variants for t in triplets
             for k in range(a.episodes)]
+    reference: dict[tuple[str, int], bool] = {}
+    if a.compare:
+        for e in json.loads(Path(a.compare).read_text())["episodes"]:
+            reference[(str(e["triplet"]), int(e["seed"]))] = bool(e["success"])
     with ProcessPoolExecutor(a.workers) as pool:
         results = list(pool.map(episode, jobs))
+    if a.out:
+        Path(a.out).write_text(json.dumps({"policy": a.policy, "temperature": a.temperature, "episodes": [
+            {"variant": v, "triplet": t, "seed": s, "success": ok} for v, t, s, ok in results]}, indent=1))
     print(f"{a.policy}, temperature {a.temperature}, {', '.join(triplets)}, seeds {a.seed}-{a.seed + a.episodes - 1}")
     for v in variants:
-        wins = [s for name, s in results if name == v]
-        lo, hi = wilson_interval(sum(wins), len(wins))
-        print(f"{v:>13}: {sum(wins)}/{len(wins)}  ({100 * lo:.0f}-{100 * hi:.0f}%)")
+        rows = [(t, s, ok) for name, t, s, ok in results if name == v]
+        wins = sum(ok for _, _, ok in rows)
+        lo, hi = wilson_interval(wins, len(rows))
+        line = f"{v:>13}: {wins}/{len(rows)}  ({100 * lo:.0f}-{100 * hi:.0f}%)"
+        paired = [(ok, reference[(t, s)]) for t, s, ok in rows if (t, s) in reference]
+        if paired:
+            only_v = sum(ok and not ref for ok, ref in paired)
+            only_ref = sum(ref and not ok for ok, ref in paired)
+            line += (f"; against --compare on the same {len(paired)} seeds: {sum(r for _, r in paired)} there, "
+                     f"{only_v} only here, {only_ref} only there (exact McNemar p = {exact_mcnemar(only_v, only_ref):.3f})")
+        print(line)
     return 0
 
 

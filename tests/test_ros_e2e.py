@@ -39,7 +39,8 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     domain = testing.domain_for(request.node.nodeid)
     params = testing.write_params(tmp_path / "stack.yaml", {
-        "gato_policy": {"providers": "cpu", "intra_op_threads": 1},
+        # sampled, drawing from the episode's seed as the direct benchmark does: the episode can be reproduced here
+        "gato_policy": {"providers": "cpu", "intra_op_threads": 1, "temperature": 1.0, "seed_from_episode": True},
         # lockstep waits up to 10 s for each command: a stalled CI machine must not step the sim without one
         "gato_sim": {"episode_steps": STEPS, "max_episodes": 1, "start_paused": True, "lockstep_timeout_s": 10.0},
     })
@@ -109,7 +110,7 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
                     for _, m in probe.received(common.OBSERVATION_TOPIC)}
     actions = [m for _, m in probe.received(common.ACTION_TOKENS_TOPIC)]
     assert len(actions) >= STEPS // 2
-    policy = OnnxPolicy(tiny_policy, providers="cpu", intra_op_threads=1)
+    policy = OnnxPolicy(tiny_policy, providers="cpu", intra_op_threads=1, temperature=1.0, seed=last["seed"])
     state = policy.initial_state()
     for a in actions:
         key = a.header.stamp.sec * 10**9 + a.header.stamp.nanosec
@@ -117,6 +118,42 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
         obs = observations[key]
         _, state = policy.step_tokens(wire.decode_observation_rows(common.observation_rows(obs)), state)
         np.testing.assert_array_equal(np.frombuffer(a.data, np.int32), state.action_tokens)
+
+    # the stack ran the direct episode: stepping the environment in this process with the same policy (the same
+    # seeded draws) and the controller's safety filter in between gives, step for step, the same observation
+    # tokens and the same actions (no step taken on a watchdog stop, none skipped, none late)
+    assert len(observations) == STEPS + 1 and len(actions) == STEPS + 1  # the last observation is answered too
+    check_direct_episode(tiny_policy, [observations[k] for k in sorted(observations)],
+                         [np.frombuffer(a.data, np.int32) for a in actions], seed=last["seed"], triplet=last["triplet"])
+
+
+def check_direct_episode(model_dir, observations: list, actions: list[np.ndarray], seed: int, triplet: str) -> None:
+    import yaml
+
+    from gato_robot.core.safety import SafetyFilter, controller_limits
+    from gato_robot.ros.stack import default_params_file
+    from gato_robot.runtime.onnx_policy import OnnxPolicy
+    from gato_robot.sim.benchmark import _env_for
+
+    params = yaml.safe_load(default_params_file().read_text())["gato_controller"]["ros__parameters"]
+    policy = OnnxPolicy(model_dir, providers="cpu", intra_op_threads=1, temperature=1.0, seed=seed)
+    filt = SafetyFilter(controller_limits(*policy.spec.action_bounds(), params), armed=True,
+                        watchdog_period=params["watchdog_period_s"], max_action_age=params["max_action_age_s"])
+    env = _env_for(policy, f"onnx:{model_dir}", triplet, True)
+    try:
+        obs, _ = env.reset(seed=seed)
+        state = policy.initial_state()
+        for k, (msg, stack_action) in enumerate(zip(observations, actions)):
+            block = policy.tokenizer.tokenize_observation(obs)
+            stack = wire.decode_observation_rows(common.observation_rows(msg))
+            assert np.array_equal(block.tokens, stack.tokens), f"step {k}: observation tokens differ"
+            assert np.array_equal(block.patches, stack.patches), f"step {k}: image patches differ"
+            action, state = policy.step_tokens(block, state)
+            assert np.array_equal(state.action_tokens, stack_action), f"step {k}: action tokens differ"
+            t = common.stamp_to_sec(msg.header.stamp)
+            obs, *_ = env.step(filt.filter_action(action, t, t).command.values.astype(np.float32))
+    finally:
+        env.close()
 
 
 def test_forward_command_interface_drives_the_simulated_arm(tiny_policy, tmp_path, request, monkeypatch):

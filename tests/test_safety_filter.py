@@ -166,3 +166,13 @@ def test_sync_rejects_bad_input():
         make_sync().add("x", 1.0, 0)
     with pytest.raises(ValueError):
         ApproximateSync(["a"], ["b"], slop=0.1, max_age=1)
+
+
+def test_watchdog_gives_the_first_action_one_period_from_the_first_tick():
+    f = make_filter()
+    assert f.tick(5.0) is None and f.tick(5.1) is None  # a policy still starting: not yet silent
+    assert f.tick(5.11).reason is Reason.WATCHDOG and f.trips == 1  # silent for longer than the period
+    f = make_filter()
+    f.tick(5.0)
+    assert f.filter_action([0.05, 0, 0, 0, 0], 5.05, 5.06).command is not None
+    assert f.tick(5.15) is None and f.trips == 0

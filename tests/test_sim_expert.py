@@ -162,6 +162,15 @@ def test_wilson_interval():
     assert benchmark.wilson_interval(0, 10)[0] == 0.0
 
 
+def test_exact_mcnemar():
+    from gato_robot.core.stats import exact_mcnemar
+
+    assert exact_mcnemar(0, 0) == 1.0 and exact_mcnemar(3, 3) == 1.0
+    assert exact_mcnemar(16, 6) == pytest.approx(0.0525, abs=1e-4)  # 2 * P(X <= 6), X ~ Bin(22, 1/2)
+    assert exact_mcnemar(6, 16) == exact_mcnemar(16, 6)
+    assert exact_mcnemar(5, 0) == pytest.approx(2 / 32)
+
+
 def test_benchmark_runner_writes_results(tmp_path):
     assert benchmark.main(["--policy", "random", "--triplets", "rgb_test_triplet5", "--episodes", "1",
                            "--workers", "1", "--video-episodes", "0", "--out", str(tmp_path)]) == 0

@@ -16,7 +16,8 @@ The watchdog (:meth:`SafetyFilter.tick`, called every control cycle): when no ac
 ``watchdog_period``, it commands a stop: velocity dimensions go to zero at once (not rate-limited), the other
 dimensions (the gripper) hold their last value, so a grasped object is not dropped. A trip is not a latch: the
 next fresh action resumes, ramping up from zero under the per-cycle limit. HOLD is a latch: stop, drop, and
-wait for an explicit re-arm.
+wait for an explicit re-arm. Before the first action the period runs from the first tick (a policy gets one
+watchdog period to answer, as between actions); after a re-arm the stop holds until a fresh action arrives.
 
 Times are seconds on the caller's clock (the node's clock: sim time in simulation).
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -92,6 +93,24 @@ class Limits:
                       tuple(bool(s) for s in stop))
 
 
+# The controller's limit parameters (config/stack.yaml, gato_controller) and their defaults.
+CONTROLLER_LIMITS = {"max_linear_velocity": 0.07, "max_yaw_rate": 1.0, "max_gripper": 255.0,
+                     "max_linear_step": 0.02, "max_yaw_step": 0.3, "max_gripper_step": 510.0}
+
+
+def controller_limits(spec_low: Sequence[float], spec_high: Sequence[float],
+                      params: Mapping[str, float] | None = None) -> Limits:
+    """The RGB-stacking controller's limits (vx, vy, vz, yaw rate, gripper) from its parameters (``params``: any
+    of :data:`CONTROLLER_LIMITS`, the rest default), inside the spec's action bounds. Velocities stop at zero;
+    the gripper holds. The controller node and anything that reproduces it (the direct benchmark's stack
+    checks) build their filter from here."""
+    p = {**CONTROLLER_LIMITS, **{k: float(v) for k, v in (params or {}).items() if k in CONTROLLER_LIMITS}}
+    return Limits.within(spec_low, spec_high,
+                         [p["max_linear_velocity"]] * 3 + [p["max_yaw_rate"], p["max_gripper"]],
+                         [p["max_linear_step"]] * 3 + [p["max_yaw_step"], p["max_gripper_step"]],
+                         [True] * 4 + [False])
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     values: np.ndarray  # (A,) float64, finite, inside the limits
@@ -124,6 +143,7 @@ class SafetyFilter:
         self.state = State.ARMED if armed else State.HELD
         self.last = np.clip(np.zeros(limits.size), self._low, self._high)  # the last command issued
         self.last_action_time: float | None = None  # when the last accepted action arrived (caller's clock)
+        self.first_tick: float | None = None  # the watchdog's reference until the first action
         self.last_source_stamp = -np.inf  # newest accepted source stamp
         self.watermark = -np.inf  # actions with source stamps <= this are dropped (set by hold and re-arm)
         self.tripped = False
@@ -160,7 +180,10 @@ class SafetyFilter:
         """Once per control cycle: a stop command while HELD or when the watchdog has tripped, else None."""
         if self.state is State.HELD:
             return self._stop_command(now, Reason.HOLD)
-        quiet = self.last_action_time is None or now - self.last_action_time > self.watchdog_period
+        if self.first_tick is None:
+            self.first_tick = now
+        since = self.first_tick if self.last_action_time is None else self.last_action_time
+        quiet = now - since > self.watchdog_period
         if quiet:
             if not self.tripped:
                 self.tripped = True
@@ -184,6 +207,7 @@ class SafetyFilter:
         self.held_since = None
         self.watermark = max(self.watermark, now)
         self.last_action_time = None  # the watchdog keeps commanding a stop until a fresh action arrives
+        self.first_tick = -np.inf
         return changed
 
     # -- helpers -----------------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ Outputs (reliable): the arm command, by ``command_interface``: geometry_msgs/Twi
 
 All decisions are :class:`gato_robot.core.safety.SafetyFilter`'s; this node only moves messages. The watchdog
 ticks on a steady (wall) timer every control cycle and measures ages on the node clock (sim time in simulation),
-so a frozen simulation does not trip it and a dead policy on a robot does.
+so a frozen simulation does not trip it and a dead policy on a robot does. The policy's first action gets one
+watchdog period from the first tick, as every later one does (in simulation, from the first /clock message): a
+lockstep simulation steps on every arm command, so a stop sent before the policy could answer would move the
+episode on without it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray, MultiArrayDimension
 from std_srvs.srv import Trigger
 
 from gato_robot.core import specs
-from gato_robot.core.safety import Command, Limits, Reason, SafetyFilter, State
+from gato_robot.core.safety import CONTROLLER_LIMITS, Command, Reason, SafetyFilter, State, controller_limits
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.ros import common, wire
 
@@ -49,12 +52,17 @@ class ControllerNode(Node):
         gripper_topic = d("gripper_topic", common.GRIPPER_TOPIC, "std_msgs/Float64 gripper command topic")
         self.frame = d("command_frame", "panda_link0", "frame_id of twist commands (robot base)")
         control_hz = float(d("control_hz", 20.0, "watchdog / hold heartbeat rate (Hz)"))
-        max_linear = float(d("max_linear_velocity", 0.07, "|vx|, |vy|, |vz| limit (m/s)"))
-        max_yaw = float(d("max_yaw_rate", 1.0, "|yaw rate| limit (rad/s)"))
-        max_gripper = float(d("max_gripper", 255.0, "|gripper command| limit (> 0 closes)"))
-        step_linear = float(d("max_linear_step", 0.02, "largest change of vx, vy, vz per command (m/s)"))
-        step_yaw = float(d("max_yaw_step", 0.3, "largest change of the yaw rate per command (rad/s)"))
-        step_gripper = float(d("max_gripper_step", 510.0, "largest change of the gripper command per command"))
+        lim = CONTROLLER_LIMITS  # the defaults
+        limit_params = {
+            "max_linear_velocity": d("max_linear_velocity", lim["max_linear_velocity"], "|vx|, |vy|, |vz| limit (m/s)"),
+            "max_yaw_rate": d("max_yaw_rate", lim["max_yaw_rate"], "|yaw rate| limit (rad/s)"),
+            "max_gripper": d("max_gripper", lim["max_gripper"], "|gripper command| limit (> 0 closes)"),
+            "max_linear_step": d("max_linear_step", lim["max_linear_step"],
+                                 "largest change of vx, vy, vz per command (m/s)"),
+            "max_yaw_step": d("max_yaw_step", lim["max_yaw_step"], "largest change of the yaw rate per command (rad/s)"),
+            "max_gripper_step": d("max_gripper_step", lim["max_gripper_step"],
+                                  "largest change of the gripper command per command"),
+        }
         watchdog = float(d("watchdog_period_s", 0.1, "stop when no fresh action arrived within this (s)"))
         max_age = float(d("max_action_age_s", 0.25, "drop actions whose source stamp is older than this (s)"))
         armed = bool(d("start_armed", False, "start armed (true) or held until /gato/controller/rearm (false)"))
@@ -63,9 +71,7 @@ class ControllerNode(Node):
 
         self.spec = specs.rgb_stacking_spec(cameras, image_size)
         self.tokenizer = Tokenizer(self.spec)
-        low, high = self.spec.action_bounds()
-        limits = Limits.within(low, high, [max_linear] * 3 + [max_yaw, max_gripper],
-                               [step_linear] * 3 + [step_yaw, step_gripper], [True] * VELOCITY_DIMS + [False])
+        limits = controller_limits(*self.spec.action_bounds(), limit_params)
         self.filter = SafetyFilter(limits, watchdog_period=watchdog, max_action_age=max_age, armed=armed)
         self.width = self.spec.action_tokens
         self.commands = 0
@@ -161,8 +167,11 @@ class ControllerNode(Node):
 
     # -- the cycle ---------------------------------------------------------------------------------------
     def on_cycle(self) -> None:
+        now = common.now_sec(self)
+        if now == 0.0:  # sim time before the first /clock message: no arm moves, and no silence can be measured
+            return
         was_tripped = self.filter.tripped
-        command = self.filter.tick(common.now_sec(self))
+        command = self.filter.tick(now)
         if command is None:
             return
         if command.reason is Reason.WATCHDOG and not was_tripped:

@@ -40,7 +40,8 @@ def run_triplet(model_dir: str | os.PathLike, triplet: str, episodes: int, seed:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     with tempfile.TemporaryDirectory() as tmp:
         params = testing.write_params(Path(tmp) / "stack.yaml", {
-            "gato_policy": {"providers": "auto", "intra_op_threads": 1, "temperature": temperature},
+            "gato_policy": {"providers": "auto", "intra_op_threads": 1, "temperature": temperature,
+                            "seed_from_episode": True},
             "gato_sim": {"max_episodes": episodes, "start_paused": True, "triplet": triplet, "seed": seed,
                          "auto_reset": True, "episode_steps": episode_steps},
         })

@@ -37,6 +37,9 @@ class PolicyNode(LifecycleNode):
         self.providers = d("providers", "auto", "ONNX Runtime providers: auto | cpu | cuda")
         self.threads = int(d("intra_op_threads", 0, "ONNX Runtime intra-op threads (0: its default)"))
         self.temperature = float(d("temperature", 0.0, "sampling temperature (0: greedy)"))
+        self.seed = int(d("seed", 0, "sampling seed (temperature > 0)"))
+        self.seed_from_episode = bool(d("seed_from_episode", False, "reseed the sampler with each episode's seed "
+                                        "from /gato/episode_status (the direct benchmark's draws)"))
         self.max_gap = float(d("max_gap_s", 1.0, "reset the history when observation stamps jump by more (s)"))
         autostart = bool(d("autostart", True, "configure and activate at start"))
         self.policy = None
@@ -68,7 +71,7 @@ class PolicyNode(LifecycleNode):
         t0 = time.perf_counter()
         try:
             self.policy = OnnxPolicy(self.model_dir, providers=self.providers, intra_op_threads=self.threads,
-                                     temperature=self.temperature, warmup=True)
+                                     temperature=self.temperature, seed=self.seed, warmup=True)
         except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:  # ModelIntegrityError: a ValueError
             self.get_logger().error(f"refused to load the policy from {self.model_dir}: {type(e).__name__}: {e}")
             self.policy = None
@@ -161,12 +164,15 @@ class PolicyNode(LifecycleNode):
 
     def on_episode_status(self, msg: String) -> None:
         try:
-            episode = json.loads(msg.data).get("episode")
+            status = json.loads(msg.data)
+            episode, seed = status.get("episode"), status.get("seed")
         except (ValueError, AttributeError):
             self.get_logger().warning(f"unreadable episode status {msg.data[:80]!r}", throttle_duration_sec=5.0)
             return
         if episode != self.episode:
-            if self.episode is not None:
+            if self.seed_from_episode and isinstance(seed, int) and self.policy is not None:
+                self.policy.seed = seed  # the next initial_state() draws from the episode's seed
+            if self.episode is not None or self.seed_from_episode:
                 self.reset_history(f"episode {self.episode} -> {episode}")
             self.episode = episode
 

@@ -232,6 +232,14 @@ class SimNode(Node):
     def publish(self, obs: dict) -> None:
         stamp = common.sec_to_stamp(self.t)
         self.clock_pub.publish(ClockMsg(clock=stamp))
+        # the status first: a node that acts on this observation (the policy resets its history on a new
+        # episode) has heard of the episode before the observation reaches it through the tokenizer
+        self.status_pub.publish(String(data=json.dumps({
+            "episode": self.episode, "step": int(self.info.get("step", 0)), "stacked": bool(self.info.get("stacked")),
+            "success": bool(self.info.get("success")), "done": self.done, "triplet": self.triplet,
+            "sim_time": round(self.t, 6), "invalid_commands": self.invalid_commands,
+            "seed": self.seed + self.episode,  # episode k resets with seed + k: logs can re-create it
+        })))
         js = JointState()
         js.header.stamp = stamp
         js.name = [*specs.PANDA_ARM_JOINTS, *common.FINGER_JOINTS]
@@ -247,12 +255,6 @@ class SimNode(Node):
         self.pose_pub.publish(pose)
         for key, pub in zip(self.camera_keys, self.image_pubs):
             pub.publish(common.rgb_image(obs[key], stamp, key[len(specs.CAMERA_PREFIX):]))
-        self.status_pub.publish(String(data=json.dumps({
-            "episode": self.episode, "step": int(self.info.get("step", 0)), "stacked": bool(self.info.get("stacked")),
-            "success": bool(self.info.get("success")), "done": self.done, "triplet": self.triplet,
-            "sim_time": round(self.t, 6), "invalid_commands": self.invalid_commands,
-            "seed": self.seed + self.episode,  # episode k resets with seed + k: logs can re-create it
-        })))
         self.waiting_since = time.monotonic() if self.lockstep else None
 
     def on_exit(self) -> None:
