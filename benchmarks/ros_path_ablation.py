@@ -7,13 +7,16 @@ Through the ROS 2 stack an action differs from the direct benchmark's in known w
 to the direct episode loop (same seeds, same seeded sampling), so a variant that loses the successes points at
 the cause of a mismatch between ``gato_robot.ros.evaluate`` and ``gato_robot.sim.benchmark``:
 
-- ``none``: the direct benchmark's loop;
-- ``rate_limit``: the controller's safety filter: its clamps and per-step change limits (config/stack.yaml);
+- ``none``: the direct benchmark's loop (the simulator's default grasp flag: the ROS tokenizer's rule,
+  ``core.gripper.GraspDetector``);
+- ``rate_limit``: the controller's safety filter: its clamps and per-step change limits (config/stack.yaml). This
+  is what the simulated ROS stack does: with the same seeded draws, ``gato_robot.ros.evaluate`` reproduces these
+  episodes one for one (``--compare`` it with this variant's ``--out``);
 - ``delay``: every command one control step late (a lockstep sim that stepped before the action arrived);
 - ``gripper_late``: only the gripper command one step late (arm and gripper are separate topics);
-- ``grasp_flag``: the grasp flag inferred as the ROS tokenizer does (fingers stopped while closing,
-  ``wire.gripper_state``) instead of the simulator's contact test;
-- ``all``: rate limit, delay and the inferred grasp flag together.
+- ``contact_flag``: the simulator's contact test as the grasp flag (both fingers touching one object: turns on a
+  step or two before the fingers stop), which no robot reports; data before run 17 was recorded with it;
+- ``all``: the safety filter and the delay together.
 
 Prints successes per variant with Wilson 95% intervals. Needs PyBullet and onnxruntime (or torch for torch:).
 """
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("none", "rate_limit", "delay", "gripper_late", "grasp_flag", "all")
+VARIANTS = ("none", "rate_limit", "delay", "gripper_late", "contact_flag", "all")
 OPEN = np.array([0.0, 0.0, 0.0, 0.0, -255.0])  # what the arm does before the first command: still, gripper open
 
 
@@ -46,27 +49,22 @@ def stack_filter(spec_low: np.ndarray, spec_high: np.ndarray):
 
 def episode(job: tuple[str, str, int, str, float, int]) -> tuple[str, str, int, bool]:
     policy_name, triplet, seed, variant, temperature, steps = job
-    from gato_robot.ros.wire import gripper_state  # numpy only: the ROS tokenizer's grasp flag
     from gato_robot.sim.benchmark import _env_for
     from gato_robot.sim.policies import action_array, make_policy
 
     policy = make_policy(policy_name, seed=seed, threads=1, temperature=temperature)
     env = _env_for(policy, policy_name, triplet, True)
+    if variant == "contact_flag":
+        env.grasp_flag = "contact"
     limit = variant in ("rate_limit", "all")
     delay = variant in ("delay", "all")
-    flag = variant in ("grasp_flag", "all")
     filt = stack_filter(env.action_space.low, env.action_space.high) if limit else None
     success = False
     try:
         obs, _ = env.reset(seed=seed)
         state = policy.initial_state()
-        command, pending = OPEN.copy(), OPEN.copy()
+        pending = OPEN.copy()
         for k in range(steps):
-            if flag:
-                opening, speed, _ = obs["proprio/gripper"]
-                obs = dict(obs)  # the sim publishes the opening and its velocity; the tokenizer infers the flag
-                obs["proprio/gripper"] = gripper_state(np.array([opening]), np.array([speed]),
-                                                       closing=command[4] > 0).astype(np.float32)
             action, state = policy.step(obs, state)
             action = np.asarray(action_array(action), np.float64)
             if filt is not None:  # the controller's filter, on sim time (one step = 50 ms)
@@ -76,7 +74,7 @@ def episode(job: tuple[str, str, int, str, float, int]) -> tuple[str, str, int, 
                 executed = pending.copy()
             elif variant == "gripper_late":
                 executed[4] = pending[4]
-            pending, command = action, action
+            pending = action
             obs, _, terminated, truncated, info = env.step(executed.astype(np.float32))
             success = bool(info.get("success", False))  # at the end, as the benchmark runner counts it
             if terminated or truncated:

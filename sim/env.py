@@ -16,6 +16,12 @@ Observation options:
   that expects the spec's keys still works; use it for state-based experts and benchmarks of the expert.
 - ``object_ids=("s0", "s0", "s0")`` overrides the triplet's objects (tests, analysis); ``triplet`` still names
   the run.
+- ``grasp_flag``: how ``proprio/gripper``'s third value (grasp) is made. ``"fingers"`` (default): from the
+  fingers, as a real gripper reports an object and as the ROS tokenizer infers it
+  (:class:`gato_robot.core.gripper.GraspDetector`: closing fingers that stopped open, held until the gripper opens
+  or closes fully), so a policy sees the same flag here, through the ROS stack and on a robot. ``"contact"``: both
+  fingers touching one object (a simulator-only test, which turns on a step or two earlier while the fingers still
+  squeeze; the data of runs 1-16 was recorded with it).
 - ``privileged=True``: also ``privileged/object_poses`` (3, 7: red, green, blue centre + quaternion xyzw) and
   ``privileged/object_vertices`` (3, 20, 3: world-frame mesh vertices, padded by repeating the last vertex),
   for experts and analysis; ``info["object_poses"]`` always carries the poses.
@@ -32,6 +38,7 @@ import numpy as np
 import pybullet as p
 
 from gato_robot.core import specs
+from gato_robot.core.gripper import GraspDetector
 from gato_robot.sim import objects, success
 from gato_robot.sim import workspace as ws
 from gato_robot.sim.robot import Panda
@@ -41,6 +48,7 @@ PRIVILEGED_POSES = "privileged/object_poses"
 PRIVILEGED_VERTICES = "privileged/object_vertices"
 MAX_VERTICES = 20  # the largest RGB-object mesh (r2, a decagonal prism) has 20 vertices
 GRASP_OPENING_MIN = 0.002  # m: fingers closed on nothing read below this
+GRASP_FLAGS = ("fingers", "contact")
 
 
 def _space(spec: specs.TensorSpec) -> gym.spaces.Box:
@@ -64,7 +72,12 @@ class RgbStackingEnv(gym.Env):
         privileged: bool = False,
         render_mode: str | None = None,
         object_ids: tuple[str, str, str] | None = None,
+        grasp_flag: str = "fingers",
     ):
+        if grasp_flag not in GRASP_FLAGS:
+            raise ValueError(f"grasp_flag must be one of {GRASP_FLAGS}, got {grasp_flag!r}")
+        self.grasp_flag = grasp_flag
+        self._grasp = GraspDetector()
         self.triplet_name = objects.check_triplet_name(triplet)
         self.object_ids = None if object_ids is None else objects.check_object_ids(object_ids)
         self.spec_ = specs.rgb_stacking_spec(cameras, image_size)
@@ -110,6 +123,7 @@ class RgbStackingEnv(gym.Env):
         self._tracker = success.SuccessTracker()
         self._previous_action = np.zeros(5, np.float32)
         self._t = 0
+        self._grasp.reset()
         return self._observation(), self._info(False)
 
     def step(self, action: Any):
@@ -182,7 +196,7 @@ class RgbStackingEnv(gym.Env):
         return success.stacked(poses[0, :3], poses[2, :3], self.red_contacts())
 
     def grasping(self) -> bool:
-        """Grasp state as a gripper reports it: closing, not fully closed, and both fingers on one object."""
+        """The contact test (``grasp_flag="contact"``): closing, not fully closed, and both fingers on one object."""
         opening, _ = self.robot.finger_state()
         if not self.robot.gripper_closed or opening < GRASP_OPENING_MIN:
             return False
@@ -205,7 +219,12 @@ class RgbStackingEnv(gym.Env):
         obs["proprio/joint_angles"] = q.astype(np.float32)
         obs["proprio/joint_velocities"] = dq.astype(np.float32)
         obs["proprio/tool_pose"] = self.robot.tool_pose().astype(np.float32)
-        obs["proprio/gripper"] = np.array([opening, opening_vel, float(self.grasping())], np.float32)
+        opening, opening_vel = float(np.float32(opening)), float(np.float32(opening_vel))  # as observed (float32)
+        if self.grasp_flag == "fingers":  # once per observation: the detector steps with the control loop
+            grasp = self._grasp.update(opening, opening_vel, closing=self.robot.gripper_closed)
+        else:
+            grasp = self.grasping()
+        obs["proprio/gripper"] = np.array([opening, opening_vel, float(grasp)], np.float32)
         obs["proprio/previous_action"] = self._previous_action.copy()
         if self.privileged:
             obs[PRIVILEGED_POSES] = self.scene.object_poses().astype(np.float32)

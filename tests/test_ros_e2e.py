@@ -122,7 +122,11 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
     # the stack ran the direct episode: stepping the environment in this process with the same policy (the same
     # seeded draws) and the controller's safety filter in between gives, step for step, the same observation
     # tokens and the same actions (no step taken on a watchdog stop, none skipped, none late)
-    assert len(observations) == STEPS + 1 and len(actions) == STEPS + 1  # the last observation is answered too
+    answered = {a.header.stamp.sec * 10**9 + a.header.stamp.nanosec for a in actions}
+    unanswered = [k * 1e-9 for k in sorted(observations) if k not in answered]
+    watchdog = [line for line in text.splitlines() if "watchdog" in line or "lockstep" in line]
+    assert len(observations) == STEPS + 1 and not unanswered, \
+        f"observations without an action at {unanswered}; {len(actions)} actions; log: {watchdog}"
     check_direct_episode(tiny_policy, [observations[k] for k in sorted(observations)],
                          [np.frombuffer(a.data, np.int32) for a in actions], seed=last["seed"], triplet=last["triplet"])
 

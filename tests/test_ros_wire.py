@@ -214,11 +214,20 @@ def test_joint_states_are_matched_by_name():
         wire.joint_vector([*PANDA_ARM_JOINTS, "panda_joint1"], [0.0] * 8, PANDA_ARM_JOINTS)
 
 
-def test_gripper_state_reports_a_grasp_when_closing_fingers_stop_open():
-    assert wire.gripper_state(np.array([0.01, 0.01]), np.zeros(2), closing=True)[2] == 1.0
-    assert wire.gripper_state(np.array([0.0005, 0.0005]), np.zeros(2), closing=True)[2] == 0.0  # closed on nothing
-    assert wire.gripper_state(np.array([0.01, 0.01]), np.array([-0.05, -0.05]), closing=True)[2] == 0.0  # moving
-    assert wire.gripper_state(np.array([0.04, 0.04]), np.zeros(2), closing=False)[2] == 0.0
+def test_grasp_detector_sets_on_stopped_closing_fingers_holds_and_clears():
+    from gato_robot.core.gripper import GraspDetector
+
+    assert wire.finger_opening(np.array([0.01, 0.015]), np.array([-0.01, -0.02])) == pytest.approx((0.025, -0.03))
+    g = GraspDetector()
+    assert not g.update(0.08, 0.0, closing=False)  # open
+    assert not g.update(0.06, -0.05, closing=True)  # closing, still moving
+    assert g.update(0.04, -0.001, closing=True)  # stopped on an object
+    assert g.update(0.04, 0.02, closing=True)  # held while the fingers move a little (lifting)
+    assert not g.update(0.001, -0.02, closing=True)  # closed fully: the object slipped out
+    assert g.update(0.04, 0.0, closing=True)  # detected again once stopped on an object
+    assert not g.update(0.04, 0.0, closing=False)  # opening releases
+    assert not g.update(0.0005, 0.0, closing=True)  # closed on nothing
+    np.testing.assert_array_equal(g.state(0.03, 0.0, closing=True), [0.03, 0.0, 1.0])
 
 
 def test_command_layouts():

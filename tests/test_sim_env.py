@@ -184,3 +184,27 @@ def test_a_seed_reproduces_in_a_reused_env(env):
     again = rollout(11)
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_grasp_flag_is_the_ros_tokenizers_rule_and_recordings_rederive_it():
+    """The default grasp flag is core.gripper's (what the ROS tokenizer computes from the finger joints), and the
+    trainer's re-derivation from a recording (opening, velocity, previous gripper command) gives it back exactly."""
+    from gato_robot.core.gripper import episode_grasp_flags
+    from gato_robot.sim.policies import make_policy
+
+    env = RgbStackingEnv(triplet="rgb_test_triplet5", cameras=2, image_size=64, render_images=False, privileged=True)
+    expert = make_policy("feedback-expert")
+    obs, _ = env.reset(seed=3)
+    state = expert.initial_state()
+    rows, previous = [], []
+    for _ in range(150):
+        rows.append(obs["proprio/gripper"].copy())
+        previous.append(obs["proprio/previous_action"][-1])
+        action, state = expert.step(obs, state)
+        obs, *_ = env.step(np.asarray(action, np.float32))
+    env.close()
+    rows = np.array(rows)
+    assert rows[:, 2].sum() >= 10  # the expert grasped: the flag was on for a while
+    np.testing.assert_array_equal(episode_grasp_flags(rows, np.array(previous)), rows[:, 2] > 0.5)
+    with pytest.raises(ValueError, match="grasp_flag"):
+        RgbStackingEnv(grasp_flag="magic")

@@ -506,3 +506,31 @@ def test_open_episode_files_follow_the_descriptor_limit(monkeypatch):
     assert data._open_files_cap() == data._OPEN_FILES >= 4096
     monkeypatch.setattr(resource, "getrlimit", lambda which: (100, 100))
     assert data._open_files_cap() == 64
+
+
+def test_grasp_flag_fingers_rederives_the_recorded_flag(tmp_path):
+    """data.grasp_flag=fingers trains on core.gripper's flag, not the recorded one: an episode recorded with the
+    flag on while the gripper was commanded open reads as not grasping."""
+    from gato_robot.core.specs import Kind, rgb_stacking_spec
+    from gato_robot.core.tokenizer import Tokenizer
+    from gato_robot.data.episodes import Episode, write_episode
+
+    spec = rgb_stacking_spec(1, 16)
+    steps = 6
+    obs = {s.name: np.zeros((steps, *s.shape), np.uint8 if s.kind is Kind.IMAGE else np.float32)
+           for s in spec.observations}
+    obs["proprio/gripper"][:] = [0.04, 0.0, 1.0]  # stopped fingers, flag on as recorded ...
+    obs["proprio/previous_action"][:, -1] = -255.0  # ... but the gripper was commanded open
+    actions = {s.name: np.zeros((steps, *s.shape), np.float32) for s in spec.actions}
+    write_episode(tmp_path / "ep", Episode(spec, obs, actions, np.zeros(steps, np.float32)))
+    tok = Tokenizer(spec)
+    first = {k: v[0] for k, v in obs.items()}
+    recorded = tok.tokenize_observation(first).tokens
+    rederived = tok.tokenize_observation({**first, "proprio/gripper": np.array([0.04, 0.0, 0.0])}).tokens
+    assert not np.array_equal(recorded, rederived)
+    for flag, want in (("stored", recorded), ("fingers", rederived)):
+        ds = dataset(tmp_path, prompt_fraction=0.0, max_timesteps=1, grasp_flag=flag)
+        for i in range(3):  # every timestep is the same: any window starts with these tokens
+            np.testing.assert_array_equal(ds[i]["tokens"][: len(want)], want)
+    with pytest.raises(ValueError, match="grasp_flag"):
+        dataset(tmp_path, grasp_flag="contact")

@@ -145,8 +145,14 @@ class DataSection:
     # random-shift augmentation of training images: each camera of a window moves by up to this many pixels each
     # way (edge pixels repeated), the same shift at every timestep of the window; 0 disables (held-out: never)
     image_shift: int = 0
+    # the grasp flag (proprio/gripper's third value) trained on: "stored" as recorded, or "fingers": re-derived
+    # from the recorded opening, its velocity and the previous gripper command by core.gripper.GraspDetector, the
+    # rule of the ROS tokenizer and of the simulator's default (data recorded before with the contact test)
+    grasp_flag: str = "stored"
 
     def __post_init__(self) -> None:
+        if self.grasp_flag not in ("stored", "fingers"):
+            raise ValueError(f"data.grasp_flag must be stored or fingers, got {self.grasp_flag!r}")
         if self.image_shift < 0:
             raise ValueError(f"data.image_shift must be >= 0 pixels, got {self.image_shift}")
         self.aux_center = tuple(float(x) for x in self.aux_center)

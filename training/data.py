@@ -34,10 +34,13 @@ import numpy as np
 import torch
 
 from gato_robot.core import vocab
+from gato_robot.core.gripper import episode_grasp_flags
 from gato_robot.core.sequence import TokenBlock, build_episode, collate, last_window, windows
 from gato_robot.core.specs import Kind, RobotSpec
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.data.episodes import EpisodeError, EpisodeReader, list_episodes
+
+GRIPPER, PREVIOUS_ACTION = "proprio/gripper", "proprio/previous_action"
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +190,8 @@ class WindowDataset(torch.utils.data.Dataset):
     def __init__(self, index: EpisodeIndex, *, context: int, seed: int, stream: int = TRAIN_STREAM,
                  prompt_fraction: float = 0.25, prompt_end_fraction: float = 0.5, prompt_tokens: int | None = None,
                  domain_id: int = 0, train: bool = True, max_damaged: int = 10, text_targets: bool = True,
-                 aux: AuxTargets | None = None, max_timesteps: int | None = None, image_shift: int = 0) -> None:
+                 aux: AuxTargets | None = None, max_timesteps: int | None = None, image_shift: int = 0,
+                 grasp_flag: str = "stored") -> None:
         if not index.episodes:
             raise DataError("no usable episodes (empty folders, all damaged, or all filtered out)")
         self.index, self.context, self.seed, self.stream = index, context, seed, stream
@@ -204,6 +208,10 @@ class WindowDataset(torch.utils.data.Dataset):
         if image_shift < 0:
             raise ValueError(f"image_shift must be >= 0 pixels, got {image_shift}")
         self.image_shift = image_shift if train else 0  # held-out sequences are never augmented
+        if grasp_flag not in ("stored", "fingers"):
+            raise ValueError(f"grasp_flag must be stored or fingers, got {grasp_flag!r}")
+        self.grasp_flag = grasp_flag
+        self._grasp_flags: dict[str, np.ndarray | None] = {}  # path -> the episode's re-derived flags
         lengths = np.array([e.length for e in index.episodes], np.float64)
         self._cum = np.cumsum(lengths / lengths.sum())
         self._same_task = {t: [i for i, e in enumerate(index.episodes) if e.task == t] for t in _group(index.episodes)}
@@ -274,6 +282,10 @@ class WindowDataset(torch.utils.data.Dataset):
             self._bad.add(info.path)
             raise
         obs, act = zip(*((ep.observation(t), ep.action(t)) for t in range(len(ep))))
+        flags = self._episode_grasp_flags(info.path) if self.grasp_flag == "fingers" else None
+        if flags is not None:
+            obs = tuple({**o, GRIPPER: np.array([*o[GRIPPER][:2], float(flags[first + t])], o[GRIPPER].dtype)}
+                        for t, o in enumerate(obs))
         if self.image_shift:
             obs = shift_images(obs, tok.spec, self.image_shift, rng)
         block = build_episode(tok, obs, act, first_timestep=first, text_targets=self.text_targets)
@@ -286,6 +298,19 @@ class WindowDataset(torch.utils.data.Dataset):
         block, _ = self._window(e, self.prompt_tokens, rng, at_end=from_end)
         block.loss_mask = np.zeros_like(block.loss_mask)  # the prompt conditions; it is not a target
         return block
+
+    def _episode_grasp_flags(self, path: str) -> np.ndarray | None:
+        """``data.grasp_flag: fingers``: the episode's flags from core.gripper (a whole episode's history decides
+        each one; computed once per file); None for episodes without a gripper and a previous action."""
+        if path not in self._grasp_flags:
+            reader = self._reader(path)
+            names = {s.name for s in reader.spec.observations}
+            if GRIPPER in names and PREVIOUS_ACTION in names:
+                previous = reader.read_observation(PREVIOUS_ACTION)[:, -1]  # the gripper command: last in the action
+                self._grasp_flags[path] = episode_grasp_flags(reader.read_observation(GRIPPER), previous)
+            else:
+                self._grasp_flags[path] = None
+        return self._grasp_flags[path]
 
     # -- resources ------------------------------------------------------------------------------------------
     def _tokenizer(self, spec_json: str) -> Tokenizer:

@@ -135,7 +135,8 @@ class Trainer:
         common = dict(context=self.context, seed=c.run.seed, prompt_fraction=d.prompt_fraction,
                       prompt_end_fraction=d.prompt_end_fraction, prompt_tokens=d.prompt_tokens,
                       max_damaged=d.max_damaged, aux=data.AuxTargets.from_config(d),
-                      max_timesteps=1 if self.model_cfg.markov else None, image_shift=d.image_shift)
+                      max_timesteps=1 if self.model_cfg.markov else None, image_shift=d.image_shift,
+                      grasp_flag=d.grasp_flag)
         self.domains = [d.domain]
         self.domain_eval_sets: list[Any] = []
         self.domain_specs: dict[str, Any] = {}

@@ -217,6 +217,19 @@ class EpisodeReader:
         ep.validate()
         return ep
 
+    def read_observation(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """One observation key's rows [start, stop) (CRC-checked), without reading the others (images)."""
+        spec = {s.name: s for s in self.spec.observations}.get(name)
+        if spec is None:
+            raise EpisodeError(f"{self.path}: no observation {name!r}")
+        stop = self.length if stop is None else stop
+        try:
+            return self._slice(f"observations/{name}", start, stop, spec.kind)
+        except EpisodeError:
+            raise
+        except Exception as e:
+            raise EpisodeError(f"{self.path}: damaged data in {name!r} ({type(e).__name__}: {e})") from e
+
     def _dataset(self, name: str, what: str) -> h5py.Dataset:
         """The named dataset, looked up once per reader: a training window reads ~20 small datasets per sample,
         and h5py's group lookups were a third of a data worker's time."""

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from gato_robot.core import specs
+from gato_robot.core.gripper import GraspDetector
 from gato_robot.core.tokenizer import fit_image
 from gato_robot.data.episodes import Episode, write_episode
 from gato_robot.logs import bag
@@ -247,6 +248,7 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
         actions = np.stack([a for _, a, _ in rows]).astype(np.float32)
         outside = int(np.count_nonzero(np.any((actions < low) | (actions > high), axis=1)))
         obs: dict[str, list[Any]] = collections.defaultdict(list)
+        grasp = GraspDetector()  # the tokenizer's grasp flag, step by step through the episode
         for tick, _, prev in rows:
             q, dq, fq, fdq = tick.obs["joints"]
             for k in cameras:
@@ -254,7 +256,7 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
             obs["proprio/joint_angles"].append(q)
             obs["proprio/joint_velocities"].append(dq)
             obs["proprio/tool_pose"].append(tick.obs["pose"])
-            obs["proprio/gripper"].append(wire.gripper_state(fq, fdq, closing=prev[4] > 0))
+            obs["proprio/gripper"].append(grasp.state(*wire.finger_opening(fq, fdq), closing=prev[4] > 0))
             obs["proprio/previous_action"].append(prev)
         observations = {k: np.stack(v).astype(np.uint8 if k in cameras else np.float32) for k, v in obs.items()}
         rewards = np.array([1.0 if t.status.get("stacked") else 0.0 for t, _, _ in rows], np.float32)

@@ -79,6 +79,8 @@ class ControllerNode(Node):
         self.filter_log = common.RejectLog(self)  # the filter counts its own drops (diagnostics: dropped)
         self.invalid = self.reject_log.counts  # what -> invalid messages dropped, for diagnostics
         self.last_gripper: float | None = None
+        self.sim_time = bool(self.get_parameter("use_sim_time").value)
+        self.sim_floor = 0.0  # simulation: the newest action source stamp (a lower bound on sim time)
 
         if self.interface == "twist":
             self.arm_pub = self.create_publisher(TwistStamped, twist_topic, common.COMMAND_QOS)
@@ -98,6 +100,19 @@ class ControllerNode(Node):
             f"{self.interface} -> {twist_topic if self.interface == 'twist' else forward_topic}, gripper -> "
             f"{gripper_topic}; limits low {limits.low} high {limits.high}, step {limits.max_step}; watchdog "
             f"{watchdog} s; {'ARMED' if armed else 'HELD until ' + common.REARM_SERVICE}")
+
+    # -- time --------------------------------------------------------------------------------------------
+    def now(self, source_stamp: float | None = None) -> float:
+        """The node clock. In simulation it is never behind a stamp an action was computed from: observations
+        carry sim time, so a clock behind one has missed /clock messages (under load, or while discovery is still
+        matching /clock at the first episode), and reading it would stamp commands in the past and trip the
+        watchdog as soon as /clock arrives. On a robot (wall or PTP time) the clock is read as it is."""
+        now = common.now_sec(self)
+        if not self.sim_time:
+            return now
+        if source_stamp is not None and np.isfinite(source_stamp):
+            self.sim_floor = max(self.sim_floor, source_stamp)
+        return max(now, self.sim_floor)
 
     # -- actions -----------------------------------------------------------------------------------------
     def _invalid(self, what: str, error: Exception) -> None:
@@ -121,7 +136,8 @@ class ControllerNode(Node):
         self.apply(action, msg)
 
     def apply(self, action: np.ndarray, msg: Image) -> None:
-        decision = self.filter.filter_action(action, common.stamp_to_sec(msg.header.stamp), common.now_sec(self))
+        stamp = common.stamp_to_sec(msg.header.stamp)
+        decision = self.filter.filter_action(action, stamp, self.now(stamp))
         if decision.command is None:
             if decision.reason in (Reason.NON_FINITE, Reason.BAD_SHAPE, Reason.TOO_OLD):
                 self.filter_log("an action", decision.reason.value, verb="dropped")
@@ -131,7 +147,7 @@ class ControllerNode(Node):
     # -- hold / re-arm -----------------------------------------------------------------------------------
     def hold(self, why: str) -> Command:
         was = self.filter.state
-        command = self.filter.hold(common.now_sec(self))
+        command = self.filter.hold(self.now())
         self.send(command)
         if was is not State.HELD:
             self.get_logger().warning(f"HOLD ({why}): arm stopped, actions dropped until {common.REARM_SERVICE}")
@@ -150,7 +166,7 @@ class ControllerNode(Node):
         return response
 
     def on_rearm_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        now = common.now_sec(self)
+        now = self.now()
         changed = self.filter.rearm(now)
         self.request_policy_reset()
         self.get_logger().info("RE-ARMED: actions newer than now are executed" if changed else "re-arm: already armed")
@@ -167,7 +183,7 @@ class ControllerNode(Node):
 
     # -- the cycle ---------------------------------------------------------------------------------------
     def on_cycle(self) -> None:
-        now = common.now_sec(self)
+        now = self.now()
         if now == 0.0:  # sim time before the first /clock message: no arm moves, and no silence can be measured
             return
         was_tripped = self.filter.tripped
@@ -203,7 +219,7 @@ class ControllerNode(Node):
     def on_exit(self) -> None:
         """At shutdown: one last zero-velocity command, if the middleware still takes it."""
         with contextlib.suppress(Exception):  # the context may already be shut down (SIGTERM): nothing to do
-            self.send(self.filter.hold(common.now_sec(self)))
+            self.send(self.filter.hold(self.now()))
 
     def publish_diagnostics(self) -> None:
         f = self.filter

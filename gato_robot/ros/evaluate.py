@@ -76,6 +76,13 @@ def run_triplet(model_dir: str | os.PathLike, triplet: str, episodes: int, seed:
             for _, s in sorted(ended.items())]
 
 
+def per_triplet(episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Success counts per triplet of a file without a summary (``benchmarks/ros_path_ablation.py --out``)."""
+    triplets = dict.fromkeys(e["triplet"] for e in episodes)
+    return [{"triplet": t, "successes": sum(e["success"] for e in episodes if e["triplet"] == t),
+             "episodes": sum(e["triplet"] == t for e in episodes)} for t in triplets]
+
+
 def same_seed_successes(episodes: list[dict[str, Any]], triplet: str, seeds: list[int]) -> tuple[int, int] | None:
     """(successes, episodes) of the direct benchmark on exactly these seeds of a triplet, or None unless it ran all
     of them. Start layouts differ in difficulty, so a few seeds compare fairly only with the same seeds direct."""
@@ -96,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=4, help="episodes per triplet")
     p.add_argument("--seed", type=int, default=0, help="first episode seed (the benchmark runner's default too)")
     p.add_argument("--episode-steps", type=int, default=400, help="steps per episode (the benchmark's 400 = 20 s)")
-    p.add_argument("--compare", help="the direct benchmark's results.json for the same policy")
+    p.add_argument("--compare", help="the direct benchmark's results.json for the same policy, or the episodes of "
+                                     "benchmarks/ros_path_ablation.py --variants rate_limit --out (the direct loop "
+                                     "with the controller's filter: with the same draws, the same episodes)")
     p.add_argument("--temperature", type=float, default=0.0,
                    help="the policy node's sampling temperature (0: greedy; use the direct benchmark's)")
     p.add_argument("--out", default="runs/ros_eval")
@@ -110,10 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.compare:  # read before the episodes run: a bad file must not cost them
         try:
             compared = json.loads(Path(a.compare).read_text())
-            for r in compared["summary"]:
-                direct[r["triplet"]] = r
             direct_episodes = [{"triplet": str(e["triplet"]), "seed": int(e["seed"]), "success": bool(e["success"])}
                                for e in compared.get("episodes", [])]
+            if len({e.get("variant") for e in compared.get("episodes", [])}) > 1:
+                raise ValueError("episodes of several variants: run the ablation with one --variants")
+            for r in compared.get("summary") or per_triplet(direct_episodes):
+                direct[r["triplet"]] = r
         except (OSError, ValueError, KeyError, TypeError) as e:
             p.error(f"--compare {a.compare}: not a benchmark results.json ({type(e).__name__}: {e})")
     out = Path(a.out)

@@ -172,8 +172,10 @@ class PolicyNode(LifecycleNode):
         if episode != self.episode:
             if self.seed_from_episode and isinstance(seed, int) and self.policy is not None:
                 self.policy.seed = seed  # the next initial_state() draws from the episode's seed
-            if self.episode is not None or self.seed_from_episode:
+            if self.episode is not None:
                 self.reset_history(f"episode {self.episode} -> {episode}")
+            elif self.seed_from_episode and self.state is not None and self.state.timestep == 0:
+                self.state = self.policy.initial_state()  # the first episode, nothing stepped yet: draw from its seed
             self.episode = episode
 
     def publish_diagnostics(self) -> None:

@@ -8,7 +8,9 @@ Takes the arm command (TwistStamped or Float64MultiArray, as the controller publ
 
 The first episode starts at once, on /sim/reset (``start_paused``), or once the stack is there
 (``wait_for_subscribers``: the launch files set it, so the policy sees the first observation and a recorder logs
-the whole episode, instead of an episode that began while the other nodes were still being discovered).
+the whole episode, instead of an episode that began while the other nodes were still being discovered). With both,
+a /sim/reset before the stack is there starts the first episode once it is. "There" includes /gato/episode_status
+(the tokenizer and the policy reset on it) and /clock (every node of the stack on sim time).
 
 Stepping (``lockstep``, default true): after publishing the observation at sim time t, the node waits for the
 next arm command and then steps the environment by one control period (50 ms of sim time) with it, so a run is
@@ -108,6 +110,9 @@ class SimNode(Node):
             f"RGB stacking ({self.triplet}, cameras {cameras} at {image_size} px) -> {list(topics)}; "
             f"{'lockstep' if self.lockstep else 'timer'} stepping at {self.control_hz} Hz sim time")
         self.stack_wait: tuple[float, float | None] | None = None  # (since, ready since) while waiting for the stack
+        self.stack_seen = self.wait_subscribers <= 0  # the stack was there once (or nobody asked to wait for it)
+        # /clock subscribers of the stack: tokenizer, policy and controller (+ this node when it runs on sim time)
+        self.clock_subscribers = 3 + int(bool(self.get_parameter("use_sim_time").value))
         if start_paused:
             self.finished = True
             self.get_logger().info(f"paused: call {common.SIM_RESET_SERVICE} to start the first episode")
@@ -152,7 +157,9 @@ class SimNode(Node):
         return (all(pub.get_subscription_count() >= n for pub in self.image_pubs)
                 and self.count_subscribers(common.OBSERVATION_TOPIC) >= n
                 and self.count_subscribers(common.ACTION_TOKENS_TOPIC) >= n
-                and self.count_publishers(self.command_topic) >= 1)
+                and self.count_publishers(self.command_topic) >= 1
+                and self.status_pub.get_subscription_count() >= 2  # the tokenizer and the policy reset on it
+                and self.clock_pub.get_subscription_count() >= self.clock_subscribers)  # sim time everywhere
 
     def wait_for_stack(self) -> None:
         since, ready_since = self.stack_wait
@@ -166,6 +173,7 @@ class SimNode(Node):
             self.get_logger().warning(f"the stack is not all there after {self.wait_timeout:.0f} s: starting anyway")
             self.stack_wait = None
         if self.stack_wait is None:
+            self.stack_seen = True
             self.start_episode()
 
     def on_timer(self) -> None:
@@ -221,9 +229,15 @@ class SimNode(Node):
         self.publish(obs)
 
     def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self.stack_wait = None
         self.finished = False
         self.t += self.dt
+        if not self.stack_seen:  # paused before the stack was all there: its first episode waits for it
+            if self.stack_wait is None:
+                self.stack_wait = (time.monotonic(), None)
+            response.success = True
+            response.message = json.dumps({"episode": self.episode + 1, "waiting_for_stack": True})
+            return response
+        self.stack_wait = None
         self.start_episode()
         response.success, response.message = True, json.dumps({"episode": self.episode})
         return response
@@ -232,14 +246,15 @@ class SimNode(Node):
     def publish(self, obs: dict) -> None:
         stamp = common.sec_to_stamp(self.t)
         self.clock_pub.publish(ClockMsg(clock=stamp))
-        # the status first: a node that acts on this observation (the policy resets its history on a new
-        # episode) has heard of the episode before the observation reaches it through the tokenizer
-        self.status_pub.publish(String(data=json.dumps({
+        status = String(data=json.dumps({
             "episode": self.episode, "step": int(self.info.get("step", 0)), "stacked": bool(self.info.get("stacked")),
             "success": bool(self.info.get("success")), "done": self.done, "triplet": self.triplet,
             "sim_time": round(self.t, 6), "invalid_commands": self.invalid_commands,
             "seed": self.seed + self.episode,  # episode k resets with seed + k: logs can re-create it
-        })))
+        }))
+        first_step = int(self.info.get("step", 0)) == 0
+        if first_step:  # a new episode: the nodes that reset on it (tokenizer, policy) hear of it before its images
+            self.status_pub.publish(status)
         js = JointState()
         js.header.stamp = stamp
         js.name = [*specs.PANDA_ARM_JOINTS, *common.FINGER_JOINTS]
@@ -255,6 +270,8 @@ class SimNode(Node):
         self.pose_pub.publish(pose)
         for key, pub in zip(self.camera_keys, self.image_pubs):
             pub.publish(common.rgb_image(obs[key], stamp, key[len(specs.CAMERA_PREFIX):]))
+        if not first_step:  # after the step's sensors: a recorder closes an episode's bag on its done status
+            self.status_pub.publish(status)
         self.waiting_since = time.monotonic() if self.lockstep else None
 
     def on_exit(self) -> None:

@@ -2,7 +2,9 @@
 
 Inputs (sensor-data QoS): one sensor_msgs/Image per spec camera (rgb8, bgr8, rgba8, bgra8, mono8; any size,
 resized to the spec), /joint_states (by name), /gato/tool_pose (geometry_msgs/PoseStamped). The previous action
-comes from the controller's last arm and gripper commands (reliable). Output: /gato/observation (8UC1 rows with
+comes from the controller's last arm and gripper commands (reliable), the grasp flag from the fingers
+(``core.gripper.GraspDetector``); a new episode on /gato/episode_status clears both, as the environment's reset
+does. Output: /gato/observation (8UC1 rows with
 the patches as uint8 pixels, ``gato_robot.ros.wire``; reliable, keep last 1), header.stamp = the set's newest camera
 stamp, frame_id = the spec name.
 
@@ -24,9 +26,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64, Float64MultiArray
+from std_msgs.msg import Float64, Float64MultiArray, String
 
 from gato_robot.core import specs
+from gato_robot.core.gripper import GraspDetector
 from gato_robot.core.sync import ApproximateSync, Status
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.ros import common, wire
@@ -70,6 +73,7 @@ class TokenizerNode(Node):
                                     max_age=max_age, min_interval=0.9 / self.control_hz)
         self.previous_velocity = np.zeros(4)  # vx, vy, vz, yaw rate of the last arm command
         self.previous_gripper = 0.0
+        self.grasp = GraspDetector()  # the grasp flag from the fingers (core.gripper): updated once per observation
         self.published = 0
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=1000)  # tokenize + publish
         self.reject_log = common.RejectLog(self)
@@ -87,6 +91,8 @@ class TokenizerNode(Node):
         else:
             self.create_subscription(Float64MultiArray, forward_topic, self.on_forward, common.COMMAND_QOS)
         self.create_subscription(Float64, gripper_topic, self.on_gripper, common.COMMAND_QOS)
+        self.create_subscription(String, common.EPISODE_STATUS_TOPIC, self.on_episode_status, common.COMMAND_QOS)
+        self.episode: object = None
         self.create_timer(1.0, self.publish_diagnostics)
         self.get_logger().info(
             f"spec {self.spec.name}: cameras {dict(zip(cameras, topics))}, joints {joint_topic}, pose {pose_topic}; "
@@ -152,6 +158,20 @@ class TokenizerNode(Node):
         if np.isfinite(msg.data):
             self.previous_gripper = float(msg.data)
 
+    def on_episode_status(self, msg: String) -> None:
+        """A new episode (the simulator, or whatever runs episodes on a robot) starts with no previous command and
+        nothing grasped, as the environment's reset does."""
+        try:
+            episode = json.loads(msg.data).get("episode")
+        except (ValueError, AttributeError):
+            return
+        if episode != self.episode:
+            if self.episode is not None:  # (the first status: this node starts fresh, perhaps mid-episode)
+                self.previous_velocity = np.zeros(4)
+                self.previous_gripper = 0.0
+                self.grasp.reset()
+            self.episode = episode
+
     # -- output ------------------------------------------------------------------------------------------
     def try_publish(self) -> None:
         outcome = self.sync.poll(common.now_sec(self))
@@ -174,7 +194,7 @@ class TokenizerNode(Node):
         obs["proprio/joint_angles"] = q
         obs["proprio/joint_velocities"] = dq
         obs["proprio/tool_pose"] = items[POSE]
-        obs["proprio/gripper"] = wire.gripper_state(fq, fdq, closing=self.previous_gripper > 0)
+        obs["proprio/gripper"] = self.grasp.state(*wire.finger_opening(fq, fdq), closing=self.previous_gripper > 0)
         obs["proprio/previous_action"] = np.array([*self.previous_velocity, self.previous_gripper])
         try:
             rows = self.encoder.encode(obs)  # = encode_observation_rows(tokenizer.tokenize_observation(images))

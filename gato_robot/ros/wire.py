@@ -241,18 +241,10 @@ def joint_vector(names: Sequence[str], values: Sequence[float] | np.ndarray, wan
     return out
 
 
-# The RGB-stacking gripper state (opening, opening velocity, grasp) from two finger joints. A real parallel
-# gripper reports a grasp when its fingers stop while closing before they are closed (Robotiq's object
-# detection works this way); the simulator's own flag is contact-based, so the two can differ while fingers move.
-GRASP_MIN_OPENING = 0.002  # m: below this, the fingers closed on nothing (as sim/env.py)
-GRASP_MAX_SPEED = 0.005  # m/s: fingers slower than this have stopped
-
-
-def gripper_state(finger_positions: np.ndarray, finger_velocities: np.ndarray, closing: bool) -> np.ndarray:
-    opening = float(np.sum(finger_positions))
-    speed = float(np.sum(finger_velocities))
-    grasp = closing and opening > GRASP_MIN_OPENING and abs(speed) < GRASP_MAX_SPEED
-    return np.array([opening, speed, 1.0 if grasp else 0.0], np.float64)
+# The RGB-stacking gripper state (opening, opening velocity, grasp) from two finger joints: the opening is the
+# sum of the finger positions, its velocity the sum of theirs; the grasp flag is core.gripper.GraspDetector's.
+def finger_opening(finger_positions: np.ndarray, finger_velocities: np.ndarray) -> tuple[float, float]:
+    return float(np.sum(finger_positions)), float(np.sum(finger_velocities))
 
 
 # -- commands -----------------------------------------------------------------------------------------------
