@@ -176,3 +176,13 @@ def test_watchdog_gives_the_first_action_one_period_from_the_first_tick():
     f.tick(5.0)
     assert f.filter_action([0.05, 0, 0, 0, 0], 5.05, 5.06).command is not None
     assert f.tick(5.15) is None and f.trips == 0
+
+
+def test_at_rest_ramps_the_next_action_from_zero_and_keeps_the_gripper():
+    f = make_filter()
+    for i in range(5):
+        c = f.filter_action([0.07, 0, 0, 0, 200.0], 1.0 + 0.05 * i, 1.0 + 0.05 * i).command
+    assert c.values[0] == pytest.approx(0.07)
+    f.at_rest()
+    c = f.filter_action([-0.07, 0, 0, 0, 200.0], 1.3, 1.3).command
+    assert c.values[0] == pytest.approx(-0.02) and c.values[4] == 200.0  # from zero, not from +0.07

@@ -210,6 +210,11 @@ class SafetyFilter:
         self.first_tick = -np.inf
         return changed
 
+    def at_rest(self) -> None:
+        """The arm is known to be at rest (a simulator reset it for a new episode): the next action ramps up from
+        zero velocity, not from the last command of the previous episode. Limits and state are unchanged."""
+        self.last = np.where(self._stop, 0.0, self.last)
+
     # -- helpers -----------------------------------------------------------------------------------------
     def _stop_command(self, now: float, reason: Reason) -> Command:
         self.last = np.where(self._stop, 0.0, self.last)

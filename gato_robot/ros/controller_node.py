@@ -1,7 +1,8 @@
 """Controller node: action tokens -> safe arm and gripper commands, with a watchdog and hold / e-stop.
 
 Inputs: /gato/action_tokens (32SC1 1 x A, from the policy node) and /gato/action (32FC1 1 x A, a continuous
-action in physical units, for policies or tools that produce actions directly), both reliable; /gato/hold
+action in physical units, for policies or tools that produce actions directly), both reliable;
+/gato/episode_status (a new episode: the arm was reset at rest, the rate limit ramps from zero); /gato/hold
 (std_msgs/Bool, true = hold) and the services /gato/controller/hold and /gato/controller/rearm (std_srvs/Trigger).
 
 Outputs (reliable): the arm command, by ``command_interface``: geometry_msgs/TwistStamped on
@@ -29,7 +30,7 @@ from geometry_msgs.msg import TwistStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import Image
-from std_msgs.msg import Bool, Float64, Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Bool, Float64, Float64MultiArray, MultiArrayDimension, String
 from std_srvs.srv import Trigger
 
 from gato_robot.core import specs
@@ -91,6 +92,8 @@ class ControllerNode(Node):
         self.create_subscription(Image, common.ACTION_TOKENS_TOPIC, self.on_action_tokens, common.PIPELINE_QOS)
         self.create_subscription(Image, common.ACTION_TOPIC, self.on_action, common.COMMAND_QOS)
         self.create_subscription(Bool, common.HOLD_TOPIC, self.on_hold_topic, common.COMMAND_QOS)
+        self.create_subscription(String, common.EPISODE_STATUS_TOPIC, self.on_episode_status, common.COMMAND_QOS)
+        self.episode: object = None
         self.create_service(Trigger, common.HOLD_SERVICE, self.on_hold_service)
         self.create_service(Trigger, common.REARM_SERVICE, self.on_rearm_service)
         self.reset_client = self.create_client(Trigger, common.POLICY_RESET_SERVICE)
@@ -143,6 +146,18 @@ class ControllerNode(Node):
                 self.filter_log("an action", decision.reason.value, verb="dropped")
             return
         self.send(decision.command)
+
+    def on_episode_status(self, msg: String) -> None:
+        """A new episode (a simulator's reset puts the arm at rest): the next action ramps up from zero velocity,
+        as in the environment, instead of from the previous episode's last command."""
+        try:
+            episode = json.loads(msg.data).get("episode")
+        except (ValueError, AttributeError):
+            return
+        if episode != self.episode:
+            if self.episode is not None:
+                self.filter.at_rest()
+            self.episode = episode
 
     # -- hold / re-arm -----------------------------------------------------------------------------------
     def hold(self, why: str) -> Command:
