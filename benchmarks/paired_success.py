@@ -17,10 +17,13 @@ from pathlib import Path
 
 
 def outcomes(path: str) -> dict[tuple[str, int], bool]:
-    episodes = json.loads(Path(path).read_text())["episodes"]
-    if len({e.get("variant") for e in episodes}) > 1:
-        raise SystemExit(f"{path}: episodes of several ablation variants; run it with one --variants")
-    return {(str(e["triplet"]), int(e["seed"])): bool(e["success"]) for e in episodes}
+    try:
+        episodes = json.loads(Path(path).read_text())["episodes"]
+        if len({e.get("variant") for e in episodes}) > 1:
+            raise ValueError("episodes of several ablation variants; run it with one --variants")
+        return {(str(e["triplet"]), int(e["seed"])): bool(e["success"]) for e in episodes}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SystemExit(f"{path}: not a results file with episodes ({type(e).__name__}: {e})") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,20 +35,9 @@ VARIANTS = ("none", "rate_limit", "delay", "gripper_late", "contact_flag", "all"
 OPEN = np.array([0.0, 0.0, 0.0, 0.0, -255.0])  # what the arm does before the first command: still, gripper open
 
 
-def stack_filter(spec_low: np.ndarray, spec_high: np.ndarray):
-    """The controller's safety filter, armed, with the limits of the stack's parameter file (config/stack.yaml)."""
-    import yaml
-
-    from gato_robot.core.safety import SafetyFilter, controller_limits
-    from gato_robot.ros.stack import default_params_file
-
-    params = yaml.safe_load(default_params_file().read_text())["gato_controller"]["ros__parameters"]
-    return SafetyFilter(controller_limits(spec_low, spec_high, params), watchdog_period=float(params["watchdog_period_s"]),
-                        max_action_age=float(params["max_action_age_s"]), armed=True)
-
-
 def episode(job: tuple[str, str, int, str, float, int]) -> tuple[str, str, int, bool]:
     policy_name, triplet, seed, variant, temperature, steps = job
+    from gato_robot.ros.stack import controller_filter  # no rclpy: the stack's parameter file
     from gato_robot.sim.benchmark import _env_for
     from gato_robot.sim.policies import action_array, make_policy
 
@@ -58,7 +47,7 @@ def episode(job: tuple[str, str, int, str, float, int]) -> tuple[str, str, int, 
         env.grasp_flag = "contact"
     limit = variant in ("rate_limit", "all")
     delay = variant in ("delay", "all")
-    filt = stack_filter(env.action_space.low, env.action_space.high) if limit else None
+    filt = controller_filter(env.action_space.low, env.action_space.high) if limit else None
     success = False
     try:
         obs, _ = env.reset(seed=seed)

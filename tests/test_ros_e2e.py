@@ -132,17 +132,12 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
 
 
 def check_direct_episode(model_dir, observations: list, actions: list[np.ndarray], seed: int, triplet: str) -> None:
-    import yaml
-
-    from gato_robot.core.safety import SafetyFilter, controller_limits
-    from gato_robot.ros.stack import default_params_file
+    from gato_robot.ros.stack import controller_filter
     from gato_robot.runtime.onnx_policy import OnnxPolicy
     from gato_robot.sim.benchmark import _env_for
 
-    params = yaml.safe_load(default_params_file().read_text())["gato_controller"]["ros__parameters"]
     policy = OnnxPolicy(model_dir, providers="cpu", intra_op_threads=1, temperature=1.0, seed=seed)
-    filt = SafetyFilter(controller_limits(*policy.spec.action_bounds(), params), armed=True,
-                        watchdog_period=params["watchdog_period_s"], max_action_age=params["max_action_age_s"])
+    filt = controller_filter(*policy.spec.action_bounds())  # the controller's, from config/stack.yaml
     env = _env_for(policy, f"onnx:{model_dir}", triplet, True)
     try:
         obs, _ = env.reset(seed=seed)

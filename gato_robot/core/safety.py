@@ -217,7 +217,7 @@ class SafetyFilter:
 
     # -- helpers -----------------------------------------------------------------------------------------
     def _stop_command(self, now: float, reason: Reason) -> Command:
-        self.last = np.where(self._stop, 0.0, self.last)
+        self.at_rest()
         return Command(self.last.copy(), now, reason)
 
     def _drop(self, reason: Reason) -> Decision:

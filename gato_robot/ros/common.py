@@ -6,6 +6,7 @@ ROS messages (bytes, never per-element lists: ``msg.data = arr.tobytes()``, read
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -155,6 +156,34 @@ class RejectLog:
         if now - self._last.get(key, -math.inf) >= self.period:
             self._last[key] = now
             self.node.get_logger().warning(f"{verb} {what}: {text} (x{self.counts[what]})")
+
+
+class EpisodeWatch:
+    """The episode number on /gato/episode_status, for nodes that reset when a new episode starts (policy history
+    and seed, tokenizer previous action and grasp flag, controller rate-limit ramp). :meth:`update` returns the
+    status when it names another episode than the last one seen, else None; ``first`` is then whether no episode
+    was seen before (the node may have joined mid-episode: nothing to reset). An unreadable status is logged
+    (throttled) and ignored."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.episode: Any = None
+        self.previous: Any = None  # the episode before this one
+        self.first = True
+
+    def update(self, msg: Any) -> dict[str, Any] | None:
+        try:
+            status = json.loads(msg.data)
+            episode = status.get("episode")
+        except (ValueError, AttributeError):
+            self.node.get_logger().warning(f"unreadable episode status {str(msg.data)[:80]!r}",
+                                           throttle_duration_sec=5.0)
+            return None
+        if episode == self.episode:
+            return None
+        self.first = self.episode is None
+        self.previous, self.episode = self.episode, episode
+        return status
 
 
 # -- the process --------------------------------------------------------------------------------------------

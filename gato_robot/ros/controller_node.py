@@ -93,7 +93,7 @@ class ControllerNode(Node):
         self.create_subscription(Image, common.ACTION_TOPIC, self.on_action, common.COMMAND_QOS)
         self.create_subscription(Bool, common.HOLD_TOPIC, self.on_hold_topic, common.COMMAND_QOS)
         self.create_subscription(String, common.EPISODE_STATUS_TOPIC, self.on_episode_status, common.COMMAND_QOS)
-        self.episode: object = None
+        self.episodes = common.EpisodeWatch(self)
         self.create_service(Trigger, common.HOLD_SERVICE, self.on_hold_service)
         self.create_service(Trigger, common.REARM_SERVICE, self.on_rearm_service)
         self.reset_client = self.create_client(Trigger, common.POLICY_RESET_SERVICE)
@@ -150,14 +150,8 @@ class ControllerNode(Node):
     def on_episode_status(self, msg: String) -> None:
         """A new episode (a simulator's reset puts the arm at rest): the next action ramps up from zero velocity,
         as in the environment, instead of from the previous episode's last command."""
-        try:
-            episode = json.loads(msg.data).get("episode")
-        except (ValueError, AttributeError):
-            return
-        if episode != self.episode:
-            if self.episode is not None:
-                self.filter.at_rest()
-            self.episode = episode
+        if self.episodes.update(msg) is not None and not self.episodes.first:
+            self.filter.at_rest()
 
     # -- hold / re-arm -----------------------------------------------------------------------------------
     def hold(self, why: str) -> Command:

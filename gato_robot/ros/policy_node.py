@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import sys
 import time
 
@@ -46,7 +45,7 @@ class PolicyNode(LifecycleNode):
         self.state = None
         self.active = False
         self.last_stamp: float | None = None
-        self.episode: object = None
+        self.episodes = common.EpisodeWatch(self)
         self.steps = self.resets = self.errors = 0
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=1000)  # ONNX step
         self.io_ms: collections.deque[float] = collections.deque(maxlen=1000)  # decode observation + publish tokens
@@ -163,20 +162,16 @@ class PolicyNode(LifecycleNode):
         return response
 
     def on_episode_status(self, msg: String) -> None:
-        try:
-            status = json.loads(msg.data)
-            episode, seed = status.get("episode"), status.get("seed")
-        except (ValueError, AttributeError):
-            self.get_logger().warning(f"unreadable episode status {msg.data[:80]!r}", throttle_duration_sec=5.0)
+        status = self.episodes.update(msg)
+        if status is None:
             return
-        if episode != self.episode:
-            if self.seed_from_episode and isinstance(seed, int) and self.policy is not None:
-                self.policy.seed = seed  # the next initial_state() draws from the episode's seed
-            if self.episode is not None:
-                self.reset_history(f"episode {self.episode} -> {episode}")
-            elif self.seed_from_episode and self.state is not None and self.state.timestep == 0:
-                self.state = self.policy.initial_state()  # the first episode, nothing stepped yet: draw from its seed
-            self.episode = episode
+        seed = status.get("seed")
+        if self.seed_from_episode and isinstance(seed, int) and self.policy is not None:
+            self.policy.seed = seed  # the next initial_state() draws from the episode's seed
+        if not self.episodes.first:
+            self.reset_history(f"episode {self.episodes.previous} -> {self.episodes.episode}")
+        elif self.seed_from_episode and self.state is not None and self.state.timestep == 0:
+            self.state = self.policy.initial_state()  # the first episode, nothing stepped yet: draw from its seed
 
     def publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name="gato_policy", hardware_id=str(self.model_dir))

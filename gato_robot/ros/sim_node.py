@@ -246,14 +246,14 @@ class SimNode(Node):
     def publish(self, obs: dict) -> None:
         stamp = common.sec_to_stamp(self.t)
         self.clock_pub.publish(ClockMsg(clock=stamp))
+        step = int(self.info.get("step", 0))
         status = String(data=json.dumps({
-            "episode": self.episode, "step": int(self.info.get("step", 0)), "stacked": bool(self.info.get("stacked")),
+            "episode": self.episode, "step": step, "stacked": bool(self.info.get("stacked")),
             "success": bool(self.info.get("success")), "done": self.done, "triplet": self.triplet,
             "sim_time": round(self.t, 6), "invalid_commands": self.invalid_commands,
             "seed": self.seed + self.episode,  # episode k resets with seed + k: logs can re-create it
         }))
-        first_step = int(self.info.get("step", 0)) == 0
-        if first_step:  # a new episode: the nodes that reset on it (tokenizer, policy) hear of it before its images
+        if step == 0:  # a new episode: the nodes that reset on it (tokenizer, policy) hear of it before its images
             self.status_pub.publish(status)
         js = JointState()
         js.header.stamp = stamp
@@ -270,7 +270,7 @@ class SimNode(Node):
         self.pose_pub.publish(pose)
         for key, pub in zip(self.camera_keys, self.image_pubs):
             pub.publish(common.rgb_image(obs[key], stamp, key[len(specs.CAMERA_PREFIX):]))
-        if not first_step:  # after the step's sensors: a recorder closes an episode's bag on its done status
+        if step != 0:  # after the step's sensors: a recorder closes an episode's bag on its done status
             self.status_pub.publish(status)
         self.waiting_since = time.monotonic() if self.lockstep else None
 

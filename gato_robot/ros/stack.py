@@ -201,3 +201,19 @@ def ros_arguments(node: NodeSpec, params_file: Path, overrides: Mapping[str, Any
     for key, value in overrides.items():
         args += ["-p", f"{key}:={_yaml_value(value)}"]
     return args
+
+
+def controller_filter(spec_low: Sequence[float], spec_high: Sequence[float],
+                      params_file: str | Path | None = None) -> Any:
+    """The controller's safety filter, armed, with the limits, watchdog and action age of a stack parameter file
+    (default: the package's config/stack.yaml): what the controller node applies, for checks that reproduce the
+    stack's actions outside ROS (tests/test_ros_e2e.py, benchmarks/ros_path_ablation.py). Needs PyYAML."""
+    import yaml
+
+    from gato_robot.core.safety import SafetyFilter, controller_limits  # numpy only
+
+    text = Path(params_file or default_params_file()).read_text()
+    params = yaml.safe_load(text)["gato_controller"]["ros__parameters"]
+    return SafetyFilter(controller_limits(spec_low, spec_high, params), armed=True,
+                        watchdog_period=float(params["watchdog_period_s"]),
+                        max_action_age=float(params["max_action_age_s"]))

@@ -92,7 +92,7 @@ class TokenizerNode(Node):
             self.create_subscription(Float64MultiArray, forward_topic, self.on_forward, common.COMMAND_QOS)
         self.create_subscription(Float64, gripper_topic, self.on_gripper, common.COMMAND_QOS)
         self.create_subscription(String, common.EPISODE_STATUS_TOPIC, self.on_episode_status, common.COMMAND_QOS)
-        self.episode: object = None
+        self.episodes = common.EpisodeWatch(self)
         self.create_timer(1.0, self.publish_diagnostics)
         self.get_logger().info(
             f"spec {self.spec.name}: cameras {dict(zip(cameras, topics))}, joints {joint_topic}, pose {pose_topic}; "
@@ -160,17 +160,11 @@ class TokenizerNode(Node):
 
     def on_episode_status(self, msg: String) -> None:
         """A new episode (the simulator, or whatever runs episodes on a robot) starts with no previous command and
-        nothing grasped, as the environment's reset does."""
-        try:
-            episode = json.loads(msg.data).get("episode")
-        except (ValueError, AttributeError):
-            return
-        if episode != self.episode:
-            if self.episode is not None:  # (the first status: this node starts fresh, perhaps mid-episode)
-                self.previous_velocity = np.zeros(4)
-                self.previous_gripper = 0.0
-                self.grasp.reset()
-            self.episode = episode
+        nothing grasped, as the environment's reset does (the first status seen: this node starts fresh)."""
+        if self.episodes.update(msg) is not None and not self.episodes.first:
+            self.previous_velocity = np.zeros(4)
+            self.previous_gripper = 0.0
+            self.grasp.reset()
 
     # -- output ------------------------------------------------------------------------------------------
     def try_publish(self) -> None:
