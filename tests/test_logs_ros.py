@@ -20,6 +20,7 @@ pytest.importorskip("rclpy")
 pytest.importorskip("rosbags")
 pytest.importorskip("mcap")
 
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64
 
@@ -61,7 +62,10 @@ def test_sigkilled_recorder_keeps_every_flushed_message(tmp_path, request, monke
     probe = testing.Probe(domain)
     published = 0
     try:
-        seq = probe.publisher(common.GRIPPER_TOPIC, Float64, common.COMMAND_QOS)
+        # a deep writer history: with the stack's depth 10, a recorder slowed by a loaded CPU for 0.1 s would see
+        # DDS overwrite unacknowledged samples (a gap that is the publisher's, not the recorder's)
+        deep = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        seq = probe.publisher(common.GRIPPER_TOPIC, Float64, deep)
         img = probe.publisher(cam, Image, common.SENSOR_QOS)
         probe.wait_subscribers(seq, timeout=60)
         probe.wait_subscribers(img, timeout=30)

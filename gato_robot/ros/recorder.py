@@ -38,7 +38,9 @@ from gato_robot.logs import bag
 from gato_robot.ros import common
 
 SENSOR_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
-RELIABLE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Reliable topics: a deep reader history, so a recorder slowed by image writes under CPU load (10 s at 100 Hz)
+# takes every sample before its cache overwrites one; the publisher's own depth still bounds what it resends.
+RELIABLE_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
 
 def message_class(msgtype: str) -> Any:
