@@ -20,12 +20,12 @@ pytest.importorskip("rclpy")
 pytest.importorskip("rosbags")
 pytest.importorskip("mcap")
 
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64
 
 from gato_robot.logs import bag, convert
 from gato_robot.ros import common, testing
+from gato_robot.ros.recorder import RELIABLE_QOS
 
 pytestmark = pytest.mark.ros
 
@@ -62,10 +62,9 @@ def test_sigkilled_recorder_keeps_every_flushed_message(tmp_path, request, monke
     probe = testing.Probe(domain)
     published = 0
     try:
-        # a deep writer history: with the stack's depth 10, a recorder slowed by a loaded CPU for 0.1 s would see
-        # DDS overwrite unacknowledged samples (a gap that is the publisher's, not the recorder's)
-        deep = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-        seq = probe.publisher(common.GRIPPER_TOPIC, Float64, deep)
+        # the recorder's own 1000-deep reliable profile for the writer too: with the stack's depth 10, a recorder
+        # slowed by a loaded CPU for 0.1 s would see DDS overwrite unacknowledged samples (the publisher's gap)
+        seq = probe.publisher(common.GRIPPER_TOPIC, Float64, RELIABLE_QOS)
         img = probe.publisher(cam, Image, common.SENSOR_QOS)
         probe.wait_subscribers(seq, timeout=60)
         probe.wait_subscribers(img, timeout=30)
