@@ -2,7 +2,7 @@
 
     python benchmarks/paired_success.py runs/fb6-bench20/results.json runs/fb5-bench20-fingers/results.json
 
-Takes benchmark ``results.json`` files, ``gato_robot.ros.evaluate`` results or ``benchmarks/ros_path_ablation.py
+Takes benchmark ``results.json`` files (or their folders), ``gato_robot.ros.evaluate`` results or ``benchmarks/ros_path_ablation.py
 --out`` files (one variant). Episodes pair by (triplet, seed): with the same seed an episode starts from the same
 layout and, sampled, draws from the same seed, so two runs of one policy agree on every episode and two policies
 differ only where they act differently. Only pairs present in both files count.
@@ -11,19 +11,16 @@ differ only where they act differently. Only pairs present in both files count.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 
 def outcomes(path: str) -> dict[tuple[str, int], bool]:
+    from gato_robot.core import results
+
     try:
-        episodes = json.loads(Path(path).read_text())["episodes"]
-        if len({e.get("variant") for e in episodes}) > 1:
-            raise ValueError("episodes of several ablation variants; run it with one --variants")
-        return {(str(e["triplet"]), int(e["seed"])): bool(e["success"]) for e in episodes}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise SystemExit(f"{path}: not a results file with episodes ({type(e).__name__}: {e})") from None
+        return results.outcomes(results.load_results(path)["episodes"])
+    except results.ResultsError as e:
+        raise SystemExit(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gato_robot.core.results import ResultsError, load_results, outcomes
+
 VARIANTS = ("none", "rate_limit", "delay", "gripper_late", "contact_flag", "all")
 OPEN = np.array([0.0, 0.0, 0.0, 0.0, -255.0])  # what the arm does before the first command: still, gripper open
 
@@ -98,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(a.policy, t, a.seed + k, v, a.temperature, a.steps) for v in variants for t in triplets
             for k in range(a.episodes)]
     reference: dict[tuple[str, int], bool] = {}
-    if a.compare:
-        for e in json.loads(Path(a.compare).read_text())["episodes"]:
-            reference[(str(e["triplet"]), int(e["seed"]))] = bool(e["success"])
+    if a.compare:  # read before the episodes run: a bad file must not cost them
+        try:
+            reference = outcomes(load_results(a.compare)["episodes"])
+        except ResultsError as e:
+            p.error(f"--compare {e}")
     with ProcessPoolExecutor(a.workers) as pool:
         results = list(pool.map(episode, jobs))
     if a.out:

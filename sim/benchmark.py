@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from gato_robot.core.results import load_results
 from gato_robot.core.specs import CAMERA_PREFIX, Kind, RobotSpec
 from gato_robot.core.stats import wilson_interval
 from gato_robot.sim import objects
@@ -201,7 +202,7 @@ def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path
 def merge(parts: list[Path], out: Path) -> list[dict[str, Any]]:
     """One result from benchmark runs of the same policy and temperature over disjoint seeds (e.g. seeds 0-19, then
     20-99; or pieces run on several machines): ``results.json``, ``results.md`` and ``success.png`` in ``out``."""
-    runs = [json.loads((Path(p) / "results.json").read_text()) for p in parts]
+    runs = [load_results(p) for p in parts]
     first = runs[0]
     for p, r in zip(parts, runs):
         for key in ("policy", "temperature", "triplets"):

@@ -376,7 +376,8 @@ def test_learning_curve_chains_a_lineage_of_fine_tuned_runs(tmp_path):
     assert curve.main([str(first), str(second), "--out", str(out)]) == 0
     assert out.stat().st_size > 1000 and json.loads(out.with_suffix(".json").read_text())["boundaries"] == [2000]
     # a run's benchmark sits where the run ended: fb2 trained 500 steps from fb1's step 2000
-    (tmp_path / "bench.json").write_text(json.dumps({"episodes": [{"success": s} for s in (True, False, False, True)]}))
+    (tmp_path / "bench.json").write_text(json.dumps({"episodes": [
+        {"triplet": "rgb_test_triplet1", "seed": k, "success": s} for k, s in enumerate((True, False, False, True))]}))
     assert curve.main([str(first), str(second), "--out", str(out), "--benchmark", f"fb2={tmp_path / 'bench.json'}"]) == 0
     bench = json.loads(out.with_suffix(".json").read_text())["benchmarks"]
     assert [(b["run"], b["step"], b["successes"], b["episodes"]) for b in bench] == [("fb2", 2500, 2, 4)]

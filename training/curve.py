@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gato_robot.core.results import ResultsError, load_results
 from gato_robot.core.stats import wilson_interval
 
 EVALUATIONS = "evaluations.jsonl"
@@ -115,12 +116,10 @@ def read_benchmarks(curve: dict[str, Any], specs: list[str]) -> list[dict[str, A
         if name not in curve["ends"]:
             raise ValueError(f"--benchmark {spec!r}: {name} is not one of the runs ({', '.join(curve['ends'])})")
         try:
-            episodes = json.loads(Path(path).read_text())["episodes"]
-            successes = sum(bool(e["success"]) for e in episodes)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"--benchmark {spec!r}: not a results file with episodes ({type(e).__name__}: {e})") from None
-        if not episodes:
-            raise ValueError(f"--benchmark {spec!r}: no episodes")
+            episodes = load_results(path)["episodes"]
+        except ResultsError as e:
+            raise ValueError(f"--benchmark {spec!r}: {e}") from None
+        successes = sum(e["success"] for e in episodes)
         points.append({"run": name, "step": curve["ends"][name], "episodes": len(episodes), "successes": successes,
                        "success": successes / len(episodes),
                        "ci95": list(wilson_interval(successes, len(episodes))), "path": str(path)})

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from gato_robot.core import vocab
+from gato_robot.core.results import load_results
 from gato_robot.core.sequence import build_timestep
 from gato_robot.core.specs import Kind, RobotSpec, rgb_stacking_spec
 from gato_robot.core.tokenizer import Tokenizer
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                    video_episodes=1, temperature=args.temperature)
         print(table(rows, policy_label(name, args.temperature)))
         outputs += ["policy/results.md", "policy/success.png", "policy/episodes.mp4"]
-        episodes = json.loads((args.out / "policy" / "results.json").read_text())["episodes"]
+        episodes = load_results(args.out / "policy", allow_empty=True)["episodes"]
         stacked = [e for e in episodes if e["success"]]
         (args.out / "policy" / "stacked_episode.mp4").unlink(missing_ok=True)  # an earlier run's
         if stacked:  # show a stack: the first successful episode, re-run with frames

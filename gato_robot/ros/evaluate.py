@@ -30,6 +30,7 @@ from typing import Any
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from gato_robot.core.results import load_results
 from gato_robot.ros import common, testing
 
 
@@ -118,14 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     direct_episodes: list[dict[str, Any]] = []
     if a.compare:  # read before the episodes run: a bad file must not cost them
         try:
-            compared = json.loads(Path(a.compare).read_text())
-            direct_episodes = [{"triplet": str(e["triplet"]), "seed": int(e["seed"]), "success": bool(e["success"])}
-                               for e in compared.get("episodes", [])]
-            if len({e.get("variant") for e in compared.get("episodes", [])}) > 1:
-                raise ValueError("episodes of several variants: run the ablation with one --variants")
+            compared = load_results(a.compare)
+            direct_episodes = compared["episodes"]
             for r in compared.get("summary") or per_triplet(direct_episodes):
                 direct[r["triplet"]] = r
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError) as e:  # ResultsError is a ValueError; a summary without fields
             p.error(f"--compare {a.compare}: not a benchmark results.json ({type(e).__name__}: {e})")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
