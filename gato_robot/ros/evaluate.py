@@ -30,7 +30,7 @@ from typing import Any
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from gato_robot.core.results import load_results
+from gato_robot.core.results import load_results, outcomes
 from gato_robot.ros import common, testing
 
 
@@ -85,12 +85,12 @@ def per_triplet(episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def same_seed_successes(episodes: list[dict[str, Any]], triplet: str, seeds: list[int]) -> tuple[int, int] | None:
-    """(successes, episodes) of the direct benchmark on exactly these seeds of a triplet, or None unless it ran all
-    of them. Start layouts differ in difficulty, so a few seeds compare fairly only with the same seeds direct."""
-    by_seed = {int(e["seed"]): bool(e["success"]) for e in episodes if e.get("triplet") == triplet}
-    if not seeds or any(s not in by_seed for s in seeds):
+    """(successes, episodes) of the direct benchmark (episodes as ``load_results`` reads them) on exactly these
+    seeds of a triplet, or None unless it ran all of them. Start layouts differ in difficulty, so a few seeds compare fairly only with the same seeds direct."""
+    by_key = outcomes(episodes)
+    if not seeds or any((triplet, s) not in by_key for s in seeds):
         return None
-    return sum(by_seed[s] for s in seeds), len(seeds)
+    return sum(by_key[(triplet, s)] for s in seeds), len(seeds)
 
 
 def main(argv: list[str] | None = None) -> int:
