@@ -75,6 +75,7 @@ setup(
             "gato-demo = gato_robot.cli.demo:main",
             "gato-token-layout = gato_robot.cli.demo:layout_main",
             "gato-export-onnx = gato_robot.model.export:main",
+            "gato-import-onnx = gato_robot.model.from_onnx:main",
             "gato-train = gato_robot.training.train:main",
             "gato-stack = gato_robot.ros.launcher:main",
             "gato_tokenizer_node = gato_robot.ros.tokenizer_node:main",

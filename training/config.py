@@ -49,7 +49,7 @@ class ModelSection:
     preset: str = "tiny"
     context: int | None = None  # tokens per training sequence; None: the preset's (1024)
     dropout: float | None = None  # None: the preset's (0.0); the paper fine-tunes with 0.1
-    init_from: str | None = None  # a checkpoint directory (model.safetensors + config.json) to fine-tune from
+    init_from: str | None = None  # a checkpoint directory (model.safetensors + config.json) or an ONNX policy directory
     freeze: tuple[str, ...] = ()  # glob patterns over parameter names, e.g. "embed.*", "blocks.[0-3].*"
     aux_outputs: int | None = None  # training-only auxiliary head (data.aux_extras); None: the base model's
     markov: bool | None = None  # one timestep per window, no history at inference (GatoConfig.markov); None: the
@@ -388,16 +388,13 @@ def _presets() -> dict[str, TrainConfig]:
         # test triplets (skill mastery), two 64x64 cameras (67 tokens per timestep, 3 timesteps per sequence).
         # Data: python -m gato_robot.sim.collect --triplets test --episodes-per-triplet 40 --cameras 2
         #       --image-size 64 --seed 100000 --successful-only --out runs/stack_data/mastery64
-        "stacking-cpu": TrainConfig(
-            name="stacking-cpu",
-            model=ModelSection(preset="mini", context=201),
-            data=DataSection(train=("runs/stack_data/mastery64",), workers=1, prompt_fraction=0.0,
-                             domain="rgb_stacking"),
-            optim=OptimSection(lr=1e-3, warmup_steps=100, weight_decay=0.1),
-            run=RunSection(out_dir="runs/stacking-cpu", steps=3000, batch_size=16, device="cpu", precision="fp32",
-                           log_every=25, checkpoint_every=500, keep_checkpoints=10, eval_every=500, eval_batches=4,
-                           sim_eval_every=750, sim_eval_episodes=4, export_onnx=True),
-        ),
+        "stacking-cpu": _stacking_cpu(),
+        # The shipped model's recipe (models/rgb_stacking_mini; docs/stacking.md, runs 17-21): a Markov policy
+        # (one 56-token timestep per window), batch 32, the auxiliary object-position head, random image shifts,
+        # the grasp flag from the fingers, fine-tuning rates (lr 3e-4). Its data: the feedback expert's
+        # demonstrations, DART noise and seven DAgger rounds on the test triplets. Continue the shipped model with
+        # --init-from models/rgb_stacking_mini (the trainer imports the ONNX graph's weights).
+        "stacking-fb": _stacking_fb(),
         "79M": _pretrain("79M", micro_batch=32),
         "364M": _pretrain("364M", micro_batch=16),
         # 1.18B with AdamW state is ~19 GB before activations: shard parameters, gradients and optimizer state.
@@ -412,6 +409,35 @@ def _presets() -> dict[str, TrainConfig]:
                            checkpoint_every=500, eval_every=500),
         ),
     }
+
+
+def _stacking_cpu() -> TrainConfig:
+    return TrainConfig(
+        name="stacking-cpu",
+        model=ModelSection(preset="mini", context=201),
+        data=DataSection(train=("runs/stack_data/mastery64",), workers=1, prompt_fraction=0.0,
+                         domain="rgb_stacking"),
+        optim=OptimSection(lr=1e-3, warmup_steps=100, weight_decay=0.1),
+        run=RunSection(out_dir="runs/stacking-cpu", steps=3000, batch_size=16, device="cpu", precision="fp32",
+                       log_every=25, checkpoint_every=500, keep_checkpoints=10, eval_every=500, eval_batches=4,
+                       sim_eval_every=750, sim_eval_episodes=4, export_onnx=True),
+    )
+
+
+def _stacking_fb() -> TrainConfig:
+    base = _stacking_cpu()
+    sets = ("fb_demo", "fb_dart03", *(f"fb_dagger{i}" for i in range(1, 8)))
+    return dataclasses.replace(
+        base, name="stacking-fb",
+        model=dataclasses.replace(base.model, context=56, markov=True, aux_outputs=9),
+        data=dataclasses.replace(base.data, train=tuple(f"runs/stack_data/{s}" for s in sets),
+                                 drop_observations=("proprio/previous_action", "proprio/joint_velocities"),
+                                 aux_extras="object_poses", aux_take=3, aux_center=(0.6, 0.0, 0.03), aux_scale=0.05,
+                                 image_shift=4, grasp_flag="fingers"),
+        optim=dataclasses.replace(base.optim, lr=3e-4, warmup_steps=50),
+        run=dataclasses.replace(base.run, out_dir="runs/stacking-fb", steps=6000, batch_size=32, threads=2,
+                                sim_eval_every=1500, checkpoint_every=500),
+    )
 
 
 PRESETS = tuple(_presets())

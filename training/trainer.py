@@ -56,10 +56,12 @@ class StepResult:
     stop_requested: bool = False
 
 
-def model_config(cfg: TrainConfig) -> GatoConfig:
-    """The model's shapes: from the fine-tuning checkpoint when there is one, else the preset; plus overrides."""
+def model_config(cfg: TrainConfig, init_from: str | None = None) -> GatoConfig:
+    """The model's shapes: from the fine-tuning checkpoint when there is one (``init_from``, default
+    ``cfg.model.init_from``), else the preset; plus overrides."""
     m = cfg.model
-    base = (GatoConfig.from_dict(read_checkpoint_config(m.init_from)["model"]) if m.init_from
+    init_from = init_from or m.init_from
+    base = (GatoConfig.from_dict(read_checkpoint_config(init_from)["model"]) if init_from
             else model_preset(m.preset))
     changes: dict[str, Any] = {}
     if m.context is not None:
@@ -97,7 +99,8 @@ class Trainer:
         self.bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto" and self.device.type == "cuda")
         self.micro, self.accum = cfg.per_rank_batch(dist.world_size)
         self._setup_determinism()
-        self.model_cfg = model_config(cfg)  # once: it may read the fine-tuning checkpoint's config
+        self.init_from = self._resolve_init_from()
+        self.model_cfg = model_config(cfg, self.init_from)  # once: it may read the fine-tuning checkpoint's config
         self._build_data()
         self._build_model()
         self.step, self.samples, self.tokens_seen = 0, 0, 0
@@ -108,6 +111,24 @@ class Trainer:
         self._last_saved = self.step if self.step else -1
 
     # -- construction ---------------------------------------------------------------------------------------
+    def _resolve_init_from(self) -> str | None:
+        """The checkpoint to fine-tune from. An exported ONNX policy directory (a shipped model such as
+        models/rgb_stacking_mini) is first imported into ``OUT/init_from_onnx`` (``gato_robot.model.from_onnx``:
+        weights recovered from the graph and checked against it); the config keeps the path given."""
+        src = self.cfg.model.init_from
+        if not src:
+            return None
+        from gato_robot.model.from_onnx import import_onnx, is_onnx_policy_dir
+
+        if not is_onnx_policy_dir(src):
+            return src
+        dst = self.out_dir / "init_from_onnx"
+        if self.dist.is_main and not (dst / "config.json").is_file():
+            log.info("importing the ONNX policy %s as a checkpoint in %s", src, dst)
+            import_onnx(src, dst)
+        self.dist.barrier()
+        return str(dst)
+
     def _setup_determinism(self) -> None:
         r = self.cfg.run
         if r.threads:
@@ -168,8 +189,8 @@ class Trainer:
         c = self.cfg
         torch.manual_seed(c.run.seed)  # identical initial weights on every rank
         self.model = Gato(self.model_cfg).to(self.device)
-        if c.model.init_from:
-            checkpointing.load_weights(c.model.init_from, self.model)
+        if self.init_from:
+            checkpointing.load_weights(self.init_from, self.model)
             if self.dist.is_main:
                 log.info("fine-tuning from %s", c.model.init_from)
         self.frozen = freeze(self.model, c.model.freeze) if c.model.freeze else []
