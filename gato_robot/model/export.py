@@ -181,6 +181,24 @@ def parity(torch_policy: Any, onnx_policy: Any, observations: list[dict[str, Any
     return {"steps": len(observations), "token_agreement": agree / max(total, 1), "max_rel_logit_error": worst}
 
 
+def check_parity(model: Gato, spec: RobotSpec, tokenizer: Tokenizer, onnx_dir: Path, *, steps: int,
+                 tolerance: float, mismatch: str) -> dict[str, float]:
+    """``parity`` of ``model`` (PyTorch) against the ONNX policy in ``onnx_dir`` (CPU) over ``steps`` generated
+    observations; raises ValueError(``mismatch``: result) unless every action token agrees and the logits are
+    within ``tolerance`` of the logit scale."""
+    from gato_robot.model.policy import TorchPolicy
+    from gato_robot.runtime.onnx_policy import OnnxPolicy
+
+    torch_policy = TorchPolicy(model, spec, tokenizer=tokenizer, record_logits=True)
+    onnx_policy = OnnxPolicy(onnx_dir, providers="cpu", tokenizer=tokenizer)
+    result = parity(torch_policy, onnx_policy, generated_observations(spec, steps))
+    log.info("parity over %d steps: token agreement %.4f, max relative logit error %.2e",
+             result["steps"], result["token_agreement"], result["max_rel_logit_error"])
+    if result["token_agreement"] < 1.0 or result["max_rel_logit_error"] > tolerance:
+        raise ValueError(f"{mismatch}: {result}")
+    return result
+
+
 def export_onnx(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 parity_steps: int = 25, parity_tolerance: float = 1e-4) -> Path:
     """Export, verify and write the manifest. Returns ``out_dir``. Raises ValueError when a check fails."""
@@ -188,8 +206,6 @@ def export_onnx(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *
     import onnxruntime
 
     from gato_robot.model.checkpoint import load_checkpoint, read_checkpoint_config
-    from gato_robot.model.policy import TorchPolicy
-    from gato_robot.runtime.onnx_policy import OnnxPolicy
 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     model, spec = load_checkpoint(checkpoint_dir, device="cpu")
@@ -213,13 +229,8 @@ def export_onnx(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *
         }
         write_manifest(staging, files, **fields)
         if parity_steps > 0:
-            torch_policy = TorchPolicy(model, spec, tokenizer=tokenizer, record_logits=True)
-            onnx_policy = OnnxPolicy(staging, providers="cpu", tokenizer=tokenizer)
-            result = parity(torch_policy, onnx_policy, generated_observations(spec, parity_steps))
-            log.info("parity over %d steps: token agreement %.4f, max relative logit error %.2e",
-                     result["steps"], result["token_agreement"], result["max_rel_logit_error"])
-            if result["token_agreement"] < 1.0 or result["max_rel_logit_error"] > parity_tolerance:
-                raise ValueError(f"ONNX export does not match PyTorch: {result}")
+            result = check_parity(model, spec, tokenizer, staging, steps=parity_steps, tolerance=parity_tolerance,
+                                  mismatch="ONNX export does not match PyTorch")
             write_manifest(staging, files, **fields, parity=result)
         for name in [*files, "manifest.json"]:
             os.replace(staging / name, out_dir / name)

@@ -173,9 +173,7 @@ def import_onnx(onnx_dir: str | Path, out_dir: str | Path, *, parity_steps: int 
     directory and checked against it. Returns ``out_dir``. Raises ValueError when a check fails."""
     import onnx
 
-    from gato_robot.model.export import ONNX_FILE, generated_observations, parity
-    from gato_robot.model.policy import TorchPolicy
-    from gato_robot.runtime.onnx_policy import OnnxPolicy
+    from gato_robot.model.export import ONNX_FILE, check_parity
 
     onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
     if not is_onnx_policy_dir(onnx_dir):
@@ -200,14 +198,9 @@ def import_onnx(onnx_dir: str | Path, out_dir: str | Path, *, parity_steps: int 
                                 "source_checkpoint": manifest.get("source_checkpoint"),
                                 "note": "weights recovered from the ONNX graph; the auxiliary head is not in it"}
     if parity_steps > 0:
-        torch_policy = TorchPolicy(model, spec, tokenizer=tokenizer, record_logits=True)
-        onnx_policy = OnnxPolicy(onnx_dir, providers="cpu", tokenizer=tokenizer)
-        result = parity(torch_policy, onnx_policy, generated_observations(spec, parity_steps))
-        log.info("parity over %d steps: token agreement %.4f, max relative logit error %.2e",
-                 result["steps"], result["token_agreement"], result["max_rel_logit_error"])
-        if result["token_agreement"] < 1.0 or result["max_rel_logit_error"] > parity_tolerance:
-            raise ValueError(f"the weights recovered from {onnx_dir} do not reproduce its policy: {result}")
-        metadata["parity"] = result
+        metadata["parity"] = check_parity(model, spec, tokenizer, onnx_dir, steps=parity_steps,
+                                          tolerance=parity_tolerance,
+                                          mismatch=f"the weights recovered from {onnx_dir} do not reproduce its policy")
     return save_checkpoint(out_dir, model, spec, settings, metadata=metadata)
 
 
