@@ -229,7 +229,7 @@ def merge(parts: list[Path], out: Path) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", default="expert", help="expert | feedback-expert | random | torch:<checkpoint> | onnx:<directory>; "
+    ap.add_argument("--policy", default="expert", help="expert | feedback-expert | random | torch:<checkpoint> | onnx:<directory> | ensemble:<dir>,<dir>[,...]; "
                     "markov:<policy> restarts it every step (no history)")
     ap.add_argument("--triplets", default="test", help="test, all, or comma-separated triplet names")
     ap.add_argument("--episodes", type=int, default=100, help="episodes per triplet")

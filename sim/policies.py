@@ -65,8 +65,9 @@ class Memoryless:
 
 
 def make_policy(name: str, seed: int = 0, threads: int | None = None, temperature: float = 0.0) -> Policy:
-    """``expert`` (scripted), ``feedback-expert`` (state feedback, memoryless), ``random``, ``torch:<checkpoint>`` or
-    ``onnx:<export dir>``; ``markov:<any of these>`` restarts
+    """``expert`` (scripted), ``feedback-expert`` (state feedback, memoryless), ``random``, ``torch:<checkpoint>``,
+    ``onnx:<export dir>`` or ``ensemble:<dir>,<dir>[,...]`` (exported policies sampled as one, a product of experts
+    per action token: ``gato_robot.runtime.ensemble``); ``markov:<any of these>`` restarts
     it at every step (:class:`Memoryless`). ``temperature`` (model policies): 0 greedy, above 0 sampled, as Gato
     acts; ``seed`` seeds the draws of each episode (``initial_state``). ``threads``: the CPU threads a torch
     or ONNX policy may use (None: the library's default, all cores). Parallel workers must split the cores: with
@@ -105,5 +106,10 @@ def make_policy(name: str, seed: int = 0, threads: int | None = None, temperatur
             ) from e
         return OnnxPolicy.from_directory(name.split(":", 1)[1], intra_op_threads=threads or 0,
                                          temperature=temperature, seed=seed)
+    if name.startswith("ensemble:"):  # ensemble:DIR1,DIR2[,...]: exported policies averaged per action token
+        from gato_robot.runtime.ensemble import EnsemblePolicy
+
+        return EnsemblePolicy(name.split(":", 1)[1].split(","), intra_op_threads=threads or 0,
+                              temperature=temperature, seed=seed)
     raise ValueError(f"unknown policy {name!r}; use expert, feedback-expert, random, torch:<checkpoint> or "
-                     "onnx:<directory>, optionally after markov:")
+                     "onnx:<directory> or ensemble:<dir>,<dir>, optionally after markov:")

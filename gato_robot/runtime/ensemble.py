@@ -1,0 +1,91 @@
+"""``EnsemblePolicy``: several exported policies of the same robot spec acting as one (numpy + onnxruntime).
+
+At every action token each member scores the same prefix; the ensemble averages the members' log-probabilities
+(a product of experts, renormalised) and samples one token from that at ``temperature``; the chosen token is
+appended to every member's cache, so all members see the same history. Same protocol as ``OnnxPolicy``:
+``initial_state()`` and ``step(observation, state)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gato_robot.core.sequence import TokenBlock
+from gato_robot.core.stepping import action_token, observation_chunk, pending_token, softmax_sample
+from gato_robot.runtime.onnx_policy import OnnxPolicy, OnnxPolicyState
+
+__all__ = ["EnsemblePolicy", "EnsembleState"]
+
+
+@dataclasses.dataclass
+class EnsembleState:
+    members: list[OnnxPolicyState]
+    rng: np.random.Generator | None = None
+    timestep: int = 0
+    action_tokens: np.ndarray | None = None
+    logits: np.ndarray | None = None  # (A, window): the combined log-probabilities the last step sampled from
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    z = x.astype(np.float64)
+    z = z - z.max()
+    return z - np.log(np.exp(z).sum())
+
+
+class EnsemblePolicy:
+    def __init__(self, directories: Sequence[str | os.PathLike], *, temperature: float = 0.0, seed: int = 0,
+                 weights: Sequence[float] | None = None, **kw: Any) -> None:
+        if len(directories) < 2:
+            raise ValueError(f"an ensemble needs at least two policies, got {len(directories)}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        self.members = [OnnxPolicy(d, temperature=temperature, seed=seed, **kw) for d in directories]
+        first = self.members[0]
+        for m in self.members[1:]:
+            if m.spec.to_dict() != first.spec.to_dict() or m.ranges != first.ranges or m.markov != first.markov:
+                raise ValueError(f"{m.directory} and {first.directory} differ in robot spec, action ids or memory; "
+                                 "an ensemble needs members that read and write the same tokens")
+        w = np.ones(len(self.members)) if weights is None else np.asarray(weights, np.float64)
+        if w.shape != (len(self.members),) or (w < 0).any() or w.sum() == 0:
+            raise ValueError(f"weights must be {len(self.members)} non-negative numbers, not all 0; got {weights}")
+        self.weights = w / w.sum()
+        self.spec, self.tokenizer, self.markov = first.spec, first.tokenizer, first.markov
+        self.temperature, self.seed = temperature, seed
+
+    def initial_state(self) -> EnsembleState:
+        rng = np.random.default_rng(self.seed) if self.temperature > 0 else None
+        return EnsembleState(members=[m.initial_state() for m in self.members], rng=rng)
+
+    def step(self, observation: Mapping[str, Any], state: EnsembleState) -> tuple[np.ndarray, EnsembleState]:
+        return self.step_tokens(self.tokenizer.tokenize_observation(observation), state)
+
+    def step_tokens(self, observation: TokenBlock, state: EnsembleState) -> tuple[np.ndarray, EnsembleState]:
+        if self.markov and any(m._prompt is not None for m in self.members):
+            raise NotImplementedError("an ensemble of Markov policies with prompts")
+        logits = []
+        for m, s in zip(self.members, state.members):
+            if self.markov:
+                s.pos, s.pending = 0, None
+            chunk, n_obs = observation_chunk(observation, s.pending)
+            logits.append(m._append(chunk, s))
+        ranges, chosen, combined = self.members[0].ranges, [], []
+        for j, (lo, hi) in enumerate(ranges):
+            logp = _log_softmax(sum(w * _log_softmax(x[lo - m.logits_lo: hi - m.logits_lo])
+                                    for w, x, m in zip(self.weights, logits, self.members)))
+            combined.append(logp)
+            chosen.append(lo + softmax_sample(logp, self.temperature, state.rng))
+            if j + 1 < len(ranges):
+                logits = [m._append(action_token(chosen[-1], n_obs + j), s)
+                          for m, s in zip(self.members, state.members)]
+        ids = np.asarray(chosen, np.int64)
+        for s in state.members:
+            s.pending = pending_token(ids, n_obs)
+            s.timestep += 1
+        state.action_tokens, state.logits = ids, np.stack(combined)
+        state.timestep += 1
+        return self.tokenizer.detokenize_action(ids), state
