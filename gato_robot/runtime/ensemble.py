@@ -38,6 +38,10 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 class EnsemblePolicy:
+    """``directories``: exported policy folders of one robot spec (checked); ``weights``: each member's share of
+    the mean log-probability (default equal); other keywords (``providers``, ``intra_op_threads``, ...) go to every
+    member's ``OnnxPolicy``. ``temperature``/``seed`` as for ``OnnxPolicy``: the ensemble draws, the members score."""
+
     def __init__(self, directories: Sequence[str | os.PathLike], *, temperature: float = 0.0, seed: int = 0,
                  weights: Sequence[float] | None = None, **kw: Any) -> None:
         if len(directories) < 2:
@@ -50,6 +54,8 @@ class EnsemblePolicy:
             if m.spec.to_dict() != first.spec.to_dict() or m.ranges != first.ranges or m.markov != first.markov:
                 raise ValueError(f"{m.directory} and {first.directory} differ in robot spec, action ids or memory; "
                                  "an ensemble needs members that read and write the same tokens")
+        if first.markov and any(m._prompt is not None for m in self.members):
+            raise ValueError("an ensemble of Markov policies takes no prompt")
         w = np.ones(len(self.members)) if weights is None else np.asarray(weights, np.float64)
         if w.shape != (len(self.members),) or (w < 0).any() or w.sum() == 0:
             raise ValueError(f"weights must be {len(self.members)} non-negative numbers, not all 0; got {weights}")
@@ -65,8 +71,6 @@ class EnsemblePolicy:
         return self.step_tokens(self.tokenizer.tokenize_observation(observation), state)
 
     def step_tokens(self, observation: TokenBlock, state: EnsembleState) -> tuple[np.ndarray, EnsembleState]:
-        if self.markov and any(m._prompt is not None for m in self.members):
-            raise NotImplementedError("an ensemble of Markov policies with prompts")
         logits = []
         for m, s in zip(self.members, state.members):
             if self.markov:
