@@ -114,8 +114,8 @@ def test_the_combined_distribution_is_the_mean_of_member_log_probabilities(shipp
 
 def test_sampling_is_seeded(shipped, perturbed):
     def run(seed):
-        return _rollout(EnsemblePolicy([shipped, perturbed], providers="cpu", temperature=1.0, seed=seed),
-                        OnnxPolicy(shipped, providers="cpu", warmup=False).spec)[1]
+        ens = EnsemblePolicy([shipped, perturbed], providers="cpu", temperature=1.0, seed=seed)
+        return _rollout(ens, ens.spec)[1]
 
     np.testing.assert_array_equal(run(11), run(11))
     assert (run(11) != run(12)).any()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from gato_robot.core.sequence import TokenBlock
-from gato_robot.core.stepping import action_token, observation_chunk, pending_token, softmax_sample
+from gato_robot.core.stepping import softmax_sample
 from gato_robot.runtime.onnx_policy import OnnxPolicy, OnnxPolicyState
 
 __all__ = ["EnsemblePolicy", "EnsembleState"]
@@ -60,7 +60,7 @@ class EnsemblePolicy:
         if w.shape != (len(self.members),) or (w < 0).any() or w.sum() == 0:
             raise ValueError(f"weights must be {len(self.members)} non-negative numbers, not all 0; got {weights}")
         self.weights = w / w.sum()
-        self.spec, self.tokenizer, self.markov = first.spec, first.tokenizer, first.markov
+        self.spec, self.tokenizer, self.markov, self.ranges = first.spec, first.tokenizer, first.markov, first.ranges
         self.temperature, self.seed = temperature, seed
 
     def initial_state(self) -> EnsembleState:
@@ -72,24 +72,20 @@ class EnsemblePolicy:
 
     def step_tokens(self, observation: TokenBlock, state: EnsembleState) -> tuple[np.ndarray, EnsembleState]:
         logits = []
-        for m, s in zip(self.members, state.members):
-            if self.markov:
-                s.pos, s.pending = 0, None
-            chunk, n_obs = observation_chunk(observation, s.pending)
-            logits.append(m._append(chunk, s))
-        ranges, chosen, combined = self.members[0].ranges, [], []
-        for j, (lo, hi) in enumerate(ranges):
+        for i, m in enumerate(self.members):
+            x, n_obs, state.members[i] = m.observe(observation, state.members[i])
+            logits.append(x)
+        chosen, combined = [], []
+        for j, (lo, hi) in enumerate(self.ranges):
             logp = _log_softmax(sum(w * _log_softmax(x[lo - m.logits_lo: hi - m.logits_lo])
                                     for w, x, m in zip(self.weights, logits, self.members)))
             combined.append(logp)
             chosen.append(lo + softmax_sample(logp, self.temperature, state.rng))
-            if j + 1 < len(ranges):
-                logits = [m._append(action_token(chosen[-1], n_obs + j), s)
-                          for m, s in zip(self.members, state.members)]
+            if j + 1 < len(self.ranges):
+                logits = [m.append_action(chosen[-1], j, n_obs, s) for m, s in zip(self.members, state.members)]
         ids = np.asarray(chosen, np.int64)
-        for s in state.members:
-            s.pending = pending_token(ids, n_obs)
-            s.timestep += 1
+        for m, s in zip(self.members, state.members):
+            m.finish_step(ids, n_obs, s)
         state.action_tokens, state.logits = ids, np.stack(combined)
         state.timestep += 1
         return self.tokenizer.detokenize_action(ids), state

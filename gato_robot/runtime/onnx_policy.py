@@ -168,6 +168,24 @@ class OnnxPolicy:
     def step_tokens(self, observation: TokenBlock, state: OnnxPolicyState) -> tuple[np.ndarray, OnnxPolicyState]:
         """:meth:`step` for an observation tokenized elsewhere (``Tokenizer.tokenize_observation``: one timestep
         ending with the separator, e.g. from the ROS tokenizer node). The chosen ids are ``state.action_tokens``."""
+        logits, n_obs, state = self.observe(observation, state)
+        chosen, all_logits = [], []
+        for j, (lo, hi) in enumerate(self.ranges):
+            window = logits[lo - self.logits_lo : hi - self.logits_lo]
+            all_logits.append(logits)
+            chosen.append(lo + softmax_sample(window, self.temperature, state.rng))
+            if j + 1 < len(self.ranges):
+                logits = self.append_action(chosen[-1], j, n_obs, state)
+        ids = np.asarray(chosen, np.int64)
+        self.finish_step(ids, n_obs, state)
+        state.action_tokens, state.logits = ids, np.stack(all_logits)
+        return self.tokenizer.detokenize_action(ids), state
+
+    # -- the pieces of a step (also driven token by token by ``gato_robot.runtime.ensemble``) ----------------
+    def observe(self, observation: TokenBlock, state: OnnxPolicyState) -> tuple[np.ndarray, int, OnnxPolicyState]:
+        """Append one timestep's observation (after the previous step's pending action token); return the logits
+        of its last position, the observation's token count and the state to go on with (a Markov policy with a
+        prompt starts from a fresh copy of the prompt's cache)."""
         if self.markov:  # only this timestep (and a prompt): start again from the initial cache
             if self._prompt is None:  # slots at positions >= pos are masked: no copy (CUDA graph buffers stay put)
                 state.pos, state.pending = 0, None
@@ -176,19 +194,16 @@ class OnnxPolicy:
                 fresh.rng, fresh.timestep = state.rng, state.timestep
                 state = fresh
         chunk, n_obs = observation_chunk(observation, state.pending)
-        logits = self._append(chunk, state)
-        chosen, all_logits = [], []
-        for j, (lo, hi) in enumerate(self.ranges):
-            window = logits[lo - self.logits_lo : hi - self.logits_lo]
-            all_logits.append(logits)
-            chosen.append(lo + softmax_sample(window, self.temperature, state.rng))
-            if j + 1 < len(self.ranges):
-                logits = self._append(action_token(chosen[-1], n_obs + j), state)
-        ids = np.asarray(chosen, np.int64)
+        return self._append(chunk, state), n_obs, state
+
+    def append_action(self, token: int, index: int, n_obs: int, state: OnnxPolicyState) -> np.ndarray:
+        """Append the step's ``index``-th chosen action token; return the logits for the next one."""
+        return self._append(action_token(token, n_obs + index), state)
+
+    def finish_step(self, ids: np.ndarray, n_obs: int, state: OnnxPolicyState) -> None:
+        """After the step's action ids are chosen: the last one is appended at the next step."""
         state.pending = pending_token(ids, n_obs)
-        state.action_tokens, state.logits = ids, np.stack(all_logits)
         state.timestep += 1
-        return self.tokenizer.detokenize_action(ids), state
 
     # -- the session -------------------------------------------------------------------------------------
     def _append(self, block: TokenBlock, state: OnnxPolicyState) -> np.ndarray:
