@@ -4,6 +4,7 @@ Ctrl-C/SIGTERM stops and reaps every node."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -70,6 +71,15 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
             return any(json.loads(m.data)["done"] for _, m in probe.received(common.EPISODE_STATUS_TOPIC))
 
         probe.wait_for(done, timeout=150, what="the episode to end")
+
+        # the final status goes out with the episode's last images, which the policy answers after it: give that
+        # answer time to arrive before stopping the stack (otherwise the stop races it and the check below is flaky)
+        def stamps(topic: str) -> set[int]:
+            return {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in probe.received(topic)}
+
+        with contextlib.suppress(TimeoutError):  # a missing answer is reported with its detail below
+            probe.wait_for(lambda: stamps(common.OBSERVATION_TOPIC) <= stamps(common.ACTION_TOKENS_TOPIC),
+                           timeout=20, what="the last observation's action")
         statuses = [json.loads(m.data) for _, m in probe.received(common.EPISODE_STATUS_TOPIC)]
     finally:
         code = testing.stop_launcher(launcher)
