@@ -90,6 +90,31 @@ def dataset(episodes: Path, **kw) -> data.WindowDataset:
     return data.WindowDataset(index, context=128, seed=kw.pop("seed", 7), **kw)
 
 
+def test_a_data_path_weight_scales_how_often_its_episodes_are_drawn(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b@x"  # "@x" is not a weight: a path that exists is taken literally
+    demos.synthetic_episodes(a, episodes=4, length=24, tasks=1, seed=1)
+    demos.synthetic_episodes(b, episodes=4, length=24, tasks=1, seed=2)
+    plain = data.WindowDataset(data.EpisodeIndex.build([str(a), str(b)], max_damaged=0), context=128, seed=0)
+    index = data.EpisodeIndex.build([str(a), f"{b}@3"], max_damaged=0)
+    assert [e.weight for e in index.episodes] == [1.0] * 4 + [3.0] * 4
+    weighted = data.WindowDataset(index, context=128, seed=0)
+    in_b = np.array([str(b) in e.path for e in index.episodes])
+    mass = {name: np.diff(np.concatenate([[0.0], ds._cum])) for name, ds in (("plain", plain), ("weighted", weighted))}
+    assert mass["plain"][in_b].sum() == pytest.approx(0.5) and mass["weighted"][in_b].sum() == pytest.approx(0.75)
+    # the weight survives the held-out split, and the drawn sequences follow it
+    train, held = index.split(0.25)
+    assert len(held) == 2 and len(train) == 6
+    assert all(e.weight == (3.0 if str(b) in e.path else 1.0) for e in train.episodes + held.episodes)
+    draws = [int(np.searchsorted(weighted._cum, np.random.default_rng([0, 0, i]).random(), side="right"))
+             for i in range(4000)]
+    assert 0.72 < np.mean(in_b[draws]) < 0.78
+    for bad in ("0", "-1", "nan", "inf"):
+        with pytest.raises(data.DataError, match="positive number"):
+            data.EpisodeIndex.build([f"{a}@{bad}"], max_damaged=0)
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.EpisodeIndex.build([f"{tmp_path / 'nowhere'}@2"], max_damaged=0)
+
+
 def test_samples_are_a_pure_function_of_seed_and_index(episodes):
     a, b = dataset(episodes), dataset(episodes)
     for i in (5, 0, 123456, 5):

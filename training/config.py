@@ -121,7 +121,7 @@ class DomainConfig:
 class DataSection:
     """Where episodes come from and how training sequences are cut from them (see ``training/data.py``)."""
 
-    train: tuple[str, ...] = ()  # episode files or folders (searched recursively for *.h5)
+    train: tuple[str, ...] = ()  # episode files or folders (searched recursively for *.h5); DIR@3: weighted 3x
     eval: tuple[str, ...] = ()  # held-out episodes; empty: ``eval_fraction`` of the training episodes
     eval_fraction: float = 0.05
     domain: str = "rgb_stacking"  # name for per-domain loss curves

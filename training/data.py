@@ -4,7 +4,7 @@
   files (``EpisodeError``) are reported with their path and skipped, up to ``data.max_damaged``; beyond that
   the run stops, since a data set that broken needs a person.
 - ``WindowDataset[i]``: the i-th training sequence is a pure function of ``(seed, stream, i)``: the episode
-  (weighted by its length), the start timestep, whether it gets a prompt and which, and the random patch
+  (weighted by its length, times its data path's ``@weight``: ``--data DIR@3``), the start timestep, whether it gets a prompt and which, and the random patch
   positions all come from ``np.random.default_rng([seed, stream, i])``. So the data order depends only on the
   global sample index: resuming at step s continues exactly, with any number of DataLoader workers or ranks.
 - A sequence is whole timesteps from one episode, built by the shared sequence builder
@@ -72,6 +72,7 @@ class EpisodeInfo:
     length: int
     task: str
     spec: str  # RobotSpec JSON (a key into the per-spec tokenizers)
+    weight: float = 1.0  # sampling weight per timestep, from the data path's ``@weight`` (``split_weight``)
 
 
 @dataclasses.dataclass
@@ -86,9 +87,9 @@ class EpisodeIndex:
         whose metadata ``return`` is at least that fraction of the task's expert return. ``drop_observations``:
         observation keys removed from each episode's spec, so the model never sees them (the tokenizer ignores
         keys its spec lacks); an exported model's spec then omits them too."""
-        paths = [p for r in roots for p in _expand(r)]
+        paths = [(p, w) for r in roots for root, w in [split_weight(r)] for p in _expand(root)]
         episodes, damaged, metas = [], [], []
-        for p in paths:
+        for p, weight in paths:
             try:
                 with EpisodeReader(p) as r:
                     meta, length, spec = r.metadata, len(r), without_observations(r.spec, drop_observations).to_json()
@@ -103,7 +104,7 @@ class EpisodeIndex:
                 continue
             if length == 0 or (successful_only and not meta.get("success", False)):
                 continue
-            episodes.append(EpisodeInfo(str(p), length, str(meta.get("task", "default")), spec))
+            episodes.append(EpisodeInfo(str(p), length, str(meta.get("task", "default")), spec, weight))
             metas.append(meta)
         if return_fraction > 0:
             from gato_robot.domains.control import passes_return_filter
@@ -135,6 +136,21 @@ class EpisodeIndex:
 
     def __len__(self) -> int:
         return len(self.episodes)
+
+
+def split_weight(root: str) -> tuple[str, float]:
+    """``"DIR@3"`` -> ``("DIR", 3.0)``: the episodes under DIR are drawn 3x as often per timestep as those of a
+    path without a weight (1). A path that exists as written is taken literally, ``@`` and all."""
+    path, at, weight = root.rpartition("@")
+    if not at or Path(root).exists():
+        return root, 1.0
+    try:
+        w = float(weight)
+    except ValueError:
+        return root, 1.0  # not a weight: _expand reports the path as missing
+    if not (math.isfinite(w) and w > 0):
+        raise DataError(f"data path {root}: the weight after @ must be a positive number, got {weight!r}")
+    return path, w
 
 
 def _expand(root: str) -> list[Path]:
@@ -212,7 +228,7 @@ class WindowDataset(torch.utils.data.Dataset):
             raise ValueError(f"grasp_flag must be stored or fingers, got {grasp_flag!r}")
         self.grasp_flag = grasp_flag
         self._grasp_flags: dict[str, np.ndarray | None] = {}  # path -> the episode's re-derived flags
-        lengths = np.array([e.length for e in index.episodes], np.float64)
+        lengths = np.array([e.length * e.weight for e in index.episodes], np.float64)
         self._cum = np.cumsum(lengths / lengths.sum())
         self._same_task = {t: [i for i, e in enumerate(index.episodes) if e.task == t] for t in _group(index.episodes)}
         self._readers: OrderedDict[str, EpisodeReader] = OrderedDict()
