@@ -236,6 +236,11 @@ class WindowDataset(torch.utils.data.Dataset):
         self._tokenizers: dict[str, Tokenizer] = {}
         self._bad: set[str] = set()
 
+    def draw_share(self, which: Sequence[bool]) -> float:
+        """The probability that a sequence is cut from one of the episodes marked in ``which`` (index order)."""
+        mass = np.diff(self._cum, prepend=0.0)
+        return float(mass[np.asarray(which, bool)].sum())
+
     def __getstate__(self) -> dict[str, Any]:  # open files stay in their process (h5py handles do not fork)
         state = self.__dict__.copy()
         state["_readers"] = OrderedDict()

@@ -167,6 +167,11 @@ class Trainer:
         if self.dist.is_main:
             log.info("data: %d training episodes, %d held out, %d damaged; context %d tokens", len(train_index),
                      len(eval_index), len(index.damaged), self.context)
+            weights = sorted({e.weight for e in train_index.episodes})
+            if weights != [1.0]:  # DIR@WEIGHT paths: say what share of the draws each weight gets
+                share = {w: float(self.train_set.draw_share([e.weight == w for e in train_index.episodes]))
+                         for w in weights}
+                log.info("data weights: %s", ", ".join(f"@{w:g}: {100 * s:.1f}% of draws" for w, s in share.items()))
 
     def _build_mixture(self) -> None:
         """``data.domains``: a deterministic mixture (``training/mixture.py``), held-out data per domain."""
