@@ -5,8 +5,9 @@
   the run stops, since a data set that broken needs a person.
 - ``WindowDataset[i]``: the i-th training sequence is a pure function of ``(seed, stream, i)``: the episode
   (weighted by its length, times its data path's ``@weight``: ``--data DIR@3``), the start timestep, whether it
-  gets a prompt and which, and the random patch positions all come from ``np.random.default_rng([seed, stream, i])``. So the data order depends only on the
-  global sample index: resuming at step s continues exactly, with any number of DataLoader workers or ranks.
+  gets a prompt and which, and the random patch positions all come from ``np.random.default_rng([seed, stream,
+  i])``. So the data order depends only on the global sample index: resuming at step s continues exactly, with
+  any number of DataLoader workers or ranks.
 - A sequence is whole timesteps from one episode, built by the shared sequence builder
   (``gato_robot.core.sequence.build_episode``), as many as fill the context (``windows``); the start is drawn
   so the window fills the context whenever the episode is long enough.
