@@ -31,6 +31,11 @@ pytestmark = pytest.mark.ros
 STEPS = 40
 
 
+def stamp_ns(msg) -> int:
+    """A message's header stamp in integer nanoseconds: the key pairing an observation with its action."""
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
 @pytest.fixture(scope="module")
 def tiny_policy(tmp_path_factory):
     return testing.export_tiny_policy(tmp_path_factory.getbasetemp() / "tiny_policy")
@@ -75,7 +80,7 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
         # the final status goes out with the episode's last images, which the policy answers after it: give that
         # answer time to arrive before stopping the stack (otherwise the stop races it and the check below is flaky)
         def stamps(topic: str) -> set[int]:
-            return {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in probe.received(topic)}
+            return {stamp_ns(m) for _, m in probe.received(topic)}
 
         with contextlib.suppress(TimeoutError):  # a missing answer is reported with its detail below
             probe.wait_for(lambda: stamps(common.OBSERVATION_TOPIC) <= stamps(common.ACTION_TOKENS_TOPIC),
@@ -116,14 +121,13 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
     # the same policy in this process gives the same action tokens
     from gato_robot.runtime.onnx_policy import OnnxPolicy
 
-    observations = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: m
-                    for _, m in probe.received(common.OBSERVATION_TOPIC)}
+    observations = {stamp_ns(m): m for _, m in probe.received(common.OBSERVATION_TOPIC)}
     actions = [m for _, m in probe.received(common.ACTION_TOKENS_TOPIC)]
     assert len(actions) >= STEPS // 2
     policy = OnnxPolicy(tiny_policy, providers="cpu", intra_op_threads=1, temperature=1.0, seed=last["seed"])
     state = policy.initial_state()
     for a in actions:
-        key = a.header.stamp.sec * 10**9 + a.header.stamp.nanosec
+        key = stamp_ns(a)
         assert key in observations, f"the probe missed the observation at {key * 1e-9:.2f} s (cannot replay)"
         obs = observations[key]
         _, state = policy.step_tokens(wire.decode_observation_rows(common.observation_rows(obs)), state)
@@ -132,7 +136,7 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
     # the stack ran the direct episode: stepping the environment in this process with the same policy (the same
     # seeded draws) and the controller's safety filter in between gives, step for step, the same observation
     # tokens and the same actions (no step taken on a watchdog stop, none skipped, none late)
-    answered = {a.header.stamp.sec * 10**9 + a.header.stamp.nanosec for a in actions}
+    answered = {stamp_ns(a) for a in actions}
     unanswered = [k * 1e-9 for k in sorted(observations) if k not in answered]
     watchdog = [line for line in text.splitlines() if "watchdog" in line or "lockstep" in line]
     assert len(observations) == STEPS + 1 and not unanswered, \
