@@ -389,11 +389,13 @@ def _presets() -> dict[str, TrainConfig]:
         # Data: python -m gato_robot.sim.collect --triplets test --episodes-per-triplet 40 --cameras 2
         #       --image-size 64 --seed 100000 --successful-only --out runs/stack_data/mastery64
         "stacking-cpu": _stacking_cpu(),
-        # The shipped model's recipe (models/rgb_stacking_mini; docs/stacking.md, runs 17-21): a Markov policy
+        # The shipped model's recipe (models/rgb_stacking_mini; docs/stacking.md, runs 17-30): a Markov policy
         # (one 56-token timestep per window), batch 32, the auxiliary object-position head, random image shifts,
-        # the grasp flag from the fingers, fine-tuning rates (lr 3e-4). Its data: the feedback expert's
-        # demonstrations, DART noise and seven DAgger rounds on the test triplets. Continue the shipped model with
-        # --init-from models/rgb_stacking_mini (the trainer imports the ONNX graph's weights).
+        # the grasp flag from the fingers, fine-tuning rates (lr 3e-4). Its default data: run 20's, the feedback
+        # expert's demonstrations, DART noise and seven DAgger rounds on the test triplets (the shipped run 30 trained
+        # on other sets: its model card). Finish with --set data.image_shift=0 --set optim.lr=1e-4 for the last
+        # 2,000 steps, as run 30 did. Continue the shipped model with --init-from models/rgb_stacking_mini (the
+        # trainer imports the ONNX graph's weights).
         "stacking-fb": _stacking_fb(),
         "79M": _pretrain("79M", micro_batch=32),
         "364M": _pretrain("364M", micro_batch=16),
