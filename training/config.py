@@ -393,9 +393,9 @@ def _presets() -> dict[str, TrainConfig]:
         # (one 56-token timestep per window), batch 32, the auxiliary object-position head, random image shifts,
         # the grasp flag from the fingers, fine-tuning rates (lr 3e-4). Its default data: run 20's, the feedback
         # expert's demonstrations, DART noise and seven DAgger rounds on the test triplets (the shipped run 30 trained
-        # on other sets: its model card). Finish with --set data.image_shift=0 --set optim.lr=1e-4 for the last
-        # 2,000 steps, as run 30 did. Continue the shipped model with --init-from models/rgb_stacking_mini (the
-        # trainer imports the ONNX graph's weights).
+        # on other sets: its model card; its last 2,000 steps ran with --set data.image_shift=0 --set optim.lr=1e-4).
+        # Continue the shipped model with --init-from models/rgb_stacking_mini (the trainer imports the ONNX graph's
+        # weights).
         "stacking-fb": _stacking_fb(),
         "79M": _pretrain("79M", micro_batch=32),
         "364M": _pretrain("364M", micro_batch=16),
