@@ -104,8 +104,7 @@ def test_a_data_path_weight_scales_how_often_its_episodes_are_drawn(tmp_path):
     train, held = index.split(0.25)
     assert len(held) == 2 and len(train) == 6
     assert all(e.weight == (3.0 if str(b) in e.path else 1.0) for e in train.episodes + held.episodes)
-    draws = [int(np.searchsorted(weighted._cum, np.random.default_rng([0, 0, i]).random(), side="right"))
-             for i in range(4000)]
+    draws = [weighted.episode_of(i) for i in range(4000)]
     assert 0.72 < np.mean(in_b[draws]) < 0.78
     for bad in ("0", "-1", "nan", "inf"):
         with pytest.raises(data.DataError, match="positive number"):

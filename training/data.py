@@ -248,8 +248,12 @@ class WindowDataset(torch.utils.data.Dataset):
         return state
 
     # -- one sequence ----------------------------------------------------------------------------------------
+    def _rng(self, i: int) -> np.random.Generator:
+        """Sample ``i``'s generator: everything random about sample ``i`` comes from it, in a fixed order."""
+        return np.random.default_rng([self.seed, self.stream, int(i)])
+
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.stream, int(i)])
+        rng = self._rng(i)
         for _ in range(_MAX_RETRIES):
             try:
                 block, aux = self._sequence(rng)
@@ -272,8 +276,16 @@ class WindowDataset(torch.utils.data.Dataset):
             sample["aux"], sample["aux_mask"] = targets, mask
         return sample
 
+    def episode_of(self, i: int) -> int:
+        """The index (in ``self.index.episodes``) of the episode sample ``i`` draws first (its sequence is cut from
+        it unless that episode turns out damaged, when ``__getitem__`` draws again)."""
+        return self._draw_episode(self._rng(i))  # the first draw of __getitem__'s generator
+
+    def _draw_episode(self, rng: np.random.Generator) -> int:
+        return int(np.searchsorted(self._cum, rng.random(), side="right").clip(0, len(self.index) - 1))
+
     def _sequence(self, rng: np.random.Generator) -> tuple[TokenBlock, np.ndarray | None]:
-        e = int(np.searchsorted(self._cum, rng.random(), side="right").clip(0, len(self.index) - 1))
+        e = self._draw_episode(rng)
         prompt = TokenBlock.empty()
         if rng.random() < self.prompt_fraction:
             others = [j for j in self._same_task[self.index.episodes[e].task] if j != e]
