@@ -389,10 +389,10 @@ def _presets() -> dict[str, TrainConfig]:
         # Data: python -m gato_robot.sim.collect --triplets test --episodes-per-triplet 40 --cameras 2
         #       --image-size 64 --seed 100000 --successful-only --out runs/stack_data/mastery64
         "stacking-cpu": _stacking_cpu(),
-        # The shipped model's recipe (models/rgb_stacking_mini; docs/stacking.md, runs 17-30): a Markov policy
+        # The shipped model's recipe (models/rgb_stacking_mini; docs/stacking.md, runs 17-31): a Markov policy
         # (one 56-token timestep per window), batch 32, the auxiliary object-position head, random image shifts,
         # the grasp flag from the fingers, fine-tuning rates (lr 3e-4). Its default data: run 20's, the feedback
-        # expert's demonstrations, DART noise and seven DAgger rounds on the test triplets (the shipped run 30 trained
+        # expert's demonstrations, DART noise and seven DAgger rounds on the test triplets (the shipped run 31 trained
         # on other sets: its model card; its last 2,000 steps ran with --set data.image_shift=0 --set optim.lr=1e-4).
         # Continue the shipped model with --init-from models/rgb_stacking_mini (the trainer imports the ONNX graph's
         # weights).
