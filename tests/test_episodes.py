@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,47 @@ def test_bit_flips_are_errors_or_harmless_never_silent(tmp_path):
             continue
         assert_same(got, ep)  # a flip that goes unreported must not have changed any data
     assert detected > 50  # flips in padding and free space are harmless; those in data or headers are caught
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("field", ["observations/proprio/joint_angles", "actions/action", "rewards",
+                                   "extras/object_poses"])
+def test_scenario_20_non_finite_values_are_refused_naming_the_field_and_nothing_is_written(tmp_path, field, bad):
+    good = write_episode(tmp_path / "ep", make_episode())
+    before = good.read_bytes()
+    ep = make_episode()
+    group, _, name = field.partition("/")
+    arr = (getattr(ep, group)[name] if name else ep.rewards).astype(np.float32)
+    arr[4, ...] = bad  # row 4
+    if name:
+        getattr(ep, group)[name] = arr
+    else:
+        ep.rewards = arr
+    label = f"{group}[{name!r}]" if name else "rewards"
+    with pytest.raises(ValueError, match=rf"{re.escape(label)} holds non-finite values .* row 4"):
+        write_episode(tmp_path / "ep", ep)  # over an existing good file: left as it was
+    with pytest.raises(EpisodeError, match=re.escape(label)):
+        write_episode(tmp_path / "new", ep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ep.h5"]  # no new file, no temporary left behind
+    assert good.read_bytes() == before
+
+
+def test_scenario_20_a_non_finite_value_edited_into_a_file_is_refused_on_read(tmp_path):
+    """A file written by another tool (here: edited with h5py, its row CRC recomputed so only the NaN is wrong)."""
+    import zlib
+
+    import h5py
+
+    path = write_episode(tmp_path / "ep", make_episode(n=8))
+    with h5py.File(path, "r+") as f:
+        ds = f["actions/action"]
+        a = ds[...]
+        a[5, 1] = np.nan
+        ds[...] = a
+        f["checksums/actions/action"][...] = [zlib.crc32(np.ascontiguousarray(r).tobytes()) for r in a]
+    with EpisodeReader(path) as r:
+        assert len(r.read(0, 5)) == 5  # rows before the NaN read fine
+        with pytest.raises(EpisodeError, match=r"ep\.h5: actions\['action'\] holds non-finite values .* row 5"):
+            r.read(3, 8)
+        with pytest.raises(EpisodeError, match=r"ep\.h5: 'actions/action' holds non-finite values .* row 5"):
+            r.verify()

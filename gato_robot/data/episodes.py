@@ -19,6 +19,10 @@ Layout (``format_version`` 1)::
                            HDF5's Fletcher-32 covers the chunks it reads, but a damaged chunk index makes a
                            chunk read back as zeros with no error; the per-row CRC catches that too.
 
+Non-finite values (NaN, Inf) are never written: ``write_episode`` refuses an episode holding one in any float
+array, naming the field and the row, and readers refuse a file that holds one (written by another tool), so a
+trainer skips it by name instead of tokenizing NaN.
+
 Metadata is free-form JSON; the writers in this project set at least ``task``, ``success`` (bool),
 ``return`` (float), ``policy`` and ``seed``. Files are written to a temporary name and renamed, so a
 crash mid-write never leaves a half-written episode under the final name.
@@ -87,10 +91,36 @@ class Episode:
                 raise EpisodeError(f"episode extras[{name!r}] has {np.shape(arr)[0]} rows, expected {n}")
         json.dumps(self.metadata)  # raises TypeError early for non-JSON metadata
 
+    def check_finite(self, where: str = "episode", first_row: int = 0) -> None:
+        """Raise EpisodeError naming the first float array (and row, counted from ``first_row``) holding NaN/Inf."""
+        for field, arr in self.float_arrays():
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                row = first_row + (int(np.argwhere(bad)[0][0]) if arr.ndim else 0)
+                raise EpisodeError(f"{where}: {field} holds non-finite values (NaN or Inf), first at row {row}")
+
+    def float_arrays(self) -> list[tuple[str, np.ndarray]]:
+        """(field, array) for every floating-point array: observations, actions, rewards, extras."""
+        out = []
+        for group, data in (("observations", self.observations), ("actions", self.actions),
+                            ("extras", self.extras)):
+            for name, arr in data.items():
+                a = np.asarray(arr)
+                if a.dtype != object and np.issubdtype(a.dtype, np.inexact):
+                    out.append((f"{group}[{name!r}]", a))
+        rewards = np.asarray(self.rewards)
+        if np.issubdtype(rewards.dtype, np.inexact):
+            out.append(("rewards", rewards))
+        return out
+
 
 def write_episode(path: str | os.PathLike, episode: Episode, *, compression_level: int = 4) -> Path:
-    """Write ``episode`` atomically to ``path`` (``.h5`` appended if missing). Returns the final path."""
+    """Write ``episode`` atomically to ``path`` (``.h5`` appended if missing). Returns the final path.
+
+    Raises EpisodeError (a ValueError) before creating any file if the episode does not match its spec or holds
+    a non-finite value (NaN, Inf) in any float array."""
     episode.validate()
+    episode.check_finite("refusing to write the episode")
     path = Path(path)
     if path.suffix != SUFFIX:
         path = path.with_name(path.name + SUFFIX)
@@ -215,7 +245,31 @@ class EpisodeReader:
             raise EpisodeError(f"{self.path}: damaged data in [{start}, {stop}) ({type(e).__name__}: {e})") from e
         ep = Episode(self.spec, obs, act, rewards, dict(self.metadata), extras)
         ep.validate()
+        ep.check_finite(str(self.path), first_row=start)
         return ep
+
+    def verify(self, *, images: bool = False) -> None:
+        """Read every dataset whole (CRC-checked) and check float data for NaN/Inf; raises EpisodeError naming the
+        file. Image datasets (the bulk of a file, uint8: never NaN) only with ``images=True``."""
+        kinds = {f"observations/{s.name}": s.kind for s in self.spec.observations}
+        kinds.update({f"actions/{s.name}": s.kind for s in self.spec.actions})
+        extras = _dataset_names(self._f["extras"]) if "extras" in self._f else []
+        names = [*kinds, "rewards", *(f"extras/{k}" for k in extras)]
+        for name in names:
+            kind = kinds.get(name)
+            if kind is Kind.IMAGE and not images:
+                continue
+            try:
+                data = self._slice(name, 0, self.length, kind)
+            except EpisodeError:
+                raise
+            except Exception as e:  # h5py raises OSError for Fletcher-32 mismatches and damaged chunks
+                raise EpisodeError(f"{self.path}: damaged data in {name!r} ({type(e).__name__}: {e})") from e
+            if data.dtype != object and np.issubdtype(data.dtype, np.inexact):
+                bad = ~np.isfinite(data)
+                if bad.any():
+                    raise EpisodeError(f"{self.path}: {name!r} holds non-finite values (NaN or Inf), first at row "
+                                       f"{int(np.argwhere(bad)[0][0])}")
 
     def read_observation(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """One observation key's rows [start, stop) (CRC-checked), without reading the others (images)."""
