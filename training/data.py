@@ -1,8 +1,10 @@
 """Training sequences from episode files: an index, a deterministic window sampler, a DataLoader.
 
-- ``EpisodeIndex``: every episode file opened once at start (header only: spec, metadata, length). Damaged
-  files (``EpisodeError``) are reported with their path and skipped, up to ``data.max_damaged``; beyond that
-  the run stops, since a data set that broken needs a person.
+- ``EpisodeIndex``: every episode file opened once at start (header: spec, metadata, length; with
+  ``data.verify_episodes`` also every non-image row, CRC-checked, and float data checked for NaN/Inf). A bad file
+  (damaged, unreadable, non-finite: ``EpisodeError``) is named and skipped, up to ``data.max_damaged``, and counted
+  in the report; beyond that the run stops, since a data set that broken needs a person. With
+  ``data.on_bad_episode=error`` the first bad file stops the run, named (``DataError``, exit 3).
 - ``WindowDataset[i]``: the i-th training sequence is a pure function of ``(seed, stream, i)``: the episode
   (weighted by its length, times its data path's ``@weight``: ``--data DIR@3``), the start timestep, whether it
   gets a prompt and which, and the random patch positions all come from ``np.random.default_rng([seed, stream,
@@ -76,30 +78,44 @@ class EpisodeInfo:
     weight: float = 1.0  # sampling weight per timestep, from the data path's ``@weight`` (``split_weight``)
 
 
+ON_BAD = ("skip", "error")  # data.on_bad_episode
+
+
 @dataclasses.dataclass
 class EpisodeIndex:
     episodes: list[EpisodeInfo]
-    damaged: list[tuple[str, str]]  # (path, why)
+    damaged: list[tuple[str, str]]  # (path, why): bad files skipped (damaged, unreadable or non-finite)
+    found: int = 0  # episode files (*.h5) found under the roots, usable or not
 
     @classmethod
     def build(cls, roots: Sequence[str], *, max_damaged: int, successful_only: bool = False,
-              return_fraction: float = 0.0, drop_observations: Sequence[str] = ()) -> EpisodeIndex:
+              return_fraction: float = 0.0, drop_observations: Sequence[str] = (), on_bad: str = "skip",
+              verify: bool = False) -> EpisodeIndex:
         """``return_fraction`` > 0 applies Gato's filter per task (``gato_robot.domains.control``): keep episodes
         whose metadata ``return`` is at least that fraction of the task's expert return. ``drop_observations``:
         observation keys removed from each episode's spec, so the model never sees them (the tokenizer ignores
-        keys its spec lacks); an exported model's spec then omits them too."""
+        keys its spec lacks); an exported model's spec then omits them too. ``verify``: read every non-image
+        row of each file now (``EpisodeReader.verify``), so damaged or non-finite files are found by name here.
+        ``on_bad``: "skip" (name, skip and count, up to ``max_damaged``) or "error" (DataError at the first)."""
+        if on_bad not in ON_BAD:
+            raise ValueError(f"data.on_bad_episode must be one of {list(ON_BAD)}, got {on_bad!r}")
         paths = [(p, w) for r in roots for root, w in [split_weight(r)] for p in _expand(root)]
         episodes, damaged, metas = [], [], []
         for p, weight in paths:
             try:
                 with EpisodeReader(p) as r:
                     meta, length, spec = r.metadata, len(r), without_observations(r.spec, drop_observations).to_json()
+                    if verify:
+                        r.verify()
             except EpisodeError as e:
-                log.warning("skipping damaged episode %s: %s", p, e)
-                damaged.append((str(p), str(e)))
+                if on_bad == "error":
+                    raise DataError(f"bad episode file {p}: {_why(e, p)} (data.on_bad_episode=error: repair or "
+                                    "remove it, or set data.on_bad_episode=skip to skip bad files)") from e
+                log.warning("skipping bad episode file %s: %s", p, _why(e, p))
+                damaged.append((str(p), _why(e, p)))
                 if len(damaged) > max_damaged:
                     raise DataError(
-                        f"{len(damaged)} damaged episode files (more than data.max_damaged={max_damaged}); first: "
+                        f"{len(damaged)} bad episode files (more than data.max_damaged={max_damaged}); first: "
                         f"{damaged[0][0]}: {damaged[0][1]}. Repair or remove them, or raise data.max_damaged"
                     ) from e
                 continue
@@ -120,7 +136,19 @@ class EpisodeIndex:
                 log.info("return filter (>= %.0f%% of the expert's): %d of %d episodes dropped",
                          100 * return_fraction, dropped, len(episodes))
             episodes = [e for e, k in zip(episodes, keep) if k]
-        return cls(episodes, damaged)
+        return cls(episodes, damaged, len(paths))
+
+    def describe_empty(self, roots: Sequence[str]) -> str:
+        """Why this index has no episodes, in one line (for the error that stops a run)."""
+        where = ", ".join(str(r) for r in roots) or "(none given: --data DIR)"
+        if not self.found:
+            return (f"no episode files (*.h5) under {where}: point --data at a folder of episodes written by "
+                    "gato_robot.data.episodes (e.g. gato-log-convert or python -m gato_robot.sim.collect)")
+        if len(self.damaged) == self.found:
+            return (f"no usable episodes under {where}: all {self.found} episode files are bad (first: "
+                    f"{self.damaged[0][0]}: {self.damaged[0][1]})")
+        return (f"no usable episodes under {where}: {self.found} episode files, {len(self.damaged)} bad, the rest "
+                "empty or filtered out (data.successful_only, a domain's return_fraction)")
 
     def split(self, eval_fraction: float) -> tuple[EpisodeIndex, EpisodeIndex]:
         """(train, held-out): the last ``round(n * eval_fraction)`` (at least 1) episodes of every task with at
@@ -133,10 +161,17 @@ class EpisodeIndex:
             n_held = min(n_held, len(task_eps) - 2)
             train += task_eps[: len(task_eps) - n_held]
             held += task_eps[len(task_eps) - n_held:]
-        return EpisodeIndex(train, self.damaged), EpisodeIndex(held, [])
+        return EpisodeIndex(train, self.damaged, self.found), EpisodeIndex(held, [])
 
     def __len__(self) -> int:
         return len(self.episodes)
+
+
+def _why(e: EpisodeError, path: Path | str) -> str:
+    """An EpisodeError's message without its leading path (the caller names the file once)."""
+    text = str(e)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def split_weight(root: str) -> tuple[str, float]:
@@ -208,7 +243,7 @@ class WindowDataset(torch.utils.data.Dataset):
                  prompt_fraction: float = 0.25, prompt_end_fraction: float = 0.5, prompt_tokens: int | None = None,
                  domain_id: int = 0, train: bool = True, max_damaged: int = 10, text_targets: bool = True,
                  aux: AuxTargets | None = None, max_timesteps: int | None = None, image_shift: int = 0,
-                 grasp_flag: str = "stored") -> None:
+                 grasp_flag: str = "stored", on_bad: str = "skip") -> None:
         if not index.episodes:
             raise DataError("no usable episodes (empty folders, all damaged, or all filtered out)")
         self.index, self.context, self.seed, self.stream = index, context, seed, stream
@@ -228,6 +263,9 @@ class WindowDataset(torch.utils.data.Dataset):
         if grasp_flag not in ("stored", "fingers"):
             raise ValueError(f"grasp_flag must be stored or fingers, got {grasp_flag!r}")
         self.grasp_flag = grasp_flag
+        if on_bad not in ON_BAD:
+            raise ValueError(f"on_bad must be one of {list(ON_BAD)}, got {on_bad!r}")
+        self.on_bad = on_bad
         self._grasp_flags: dict[str, np.ndarray | None] = {}  # path -> the episode's re-derived flags
         lengths = np.array([e.length * e.weight for e in index.episodes], np.float64)
         self._cum = np.cumsum(lengths / lengths.sum())
@@ -362,6 +400,9 @@ class WindowDataset(torch.utils.data.Dataset):
         return r
 
     def _report(self, e: EpisodeError) -> None:
+        if self.on_bad == "error":
+            raise DataError(f"bad episode data: {e} (data.on_bad_episode=error: repair or remove the file, or set "
+                            "data.on_bad_episode=skip to skip bad files)")
         log.warning("damaged episode data, window redrawn: %s", e)
         if len(self._bad) > self.max_damaged:
             raise DataError(f"more than data.max_damaged={self.max_damaged} damaged episode files; last: {e}")
@@ -469,4 +510,6 @@ def without_observations(spec: RobotSpec, drop: Sequence[str]) -> RobotSpec:
 
 
 def first_spec(index: EpisodeIndex) -> RobotSpec:
+    if not index.episodes:
+        raise DataError("no usable episodes (empty folders, all bad, or all filtered out)")
     return RobotSpec.from_json(index.episodes[0].spec)

@@ -52,7 +52,8 @@ class MixtureDataset(torch.utils.data.Dataset):
 
 def _control(d: DomainConfig, k: int, cfg: TrainConfig, context: int) -> tuple[Any, Any, RobotSpec]:
     dc = cfg.data
-    build = dict(max_damaged=dc.max_damaged, successful_only=dc.successful_only, return_fraction=d.return_fraction)
+    build = dict(max_damaged=dc.max_damaged, successful_only=dc.successful_only, return_fraction=d.return_fraction,
+                 on_bad=dc.on_bad_episode, verify=dc.verify_episodes)
     try:
         index = data.EpisodeIndex.build(d.paths, **build)
         if d.eval_paths:
@@ -65,7 +66,7 @@ def _control(d: DomainConfig, k: int, cfg: TrainConfig, context: int) -> tuple[A
         raise data.DataError(f"domain {d.name!r}: no usable episodes in {list(d.paths)}")
     common = dict(context=context, seed=cfg.run.seed, prompt_fraction=dc.prompt_fraction,
                   prompt_end_fraction=dc.prompt_end_fraction, prompt_tokens=dc.prompt_tokens,
-                  max_damaged=dc.max_damaged, domain_id=k, text_targets=False)
+                  max_damaged=dc.max_damaged, domain_id=k, text_targets=False, on_bad=dc.on_bad_episode)
     train = data.WindowDataset(train_index, stream=_DOMAIN_STREAM + 2 * k, train=True, **common)
     held = (data.WindowDataset(eval_index, stream=_DOMAIN_STREAM + 2 * k + 1, train=False, **common)
             if len(eval_index) else None)

@@ -105,21 +105,25 @@ def main(argv: list[str] | None = None) -> int:
         dist = distributed.init(cfg.run.device)
         if not dist.is_main:
             logging.getLogger().setLevel(logging.WARNING)
-        summary = Trainer(cfg, dist, resume=args.resume).run()
+        trainer = Trainer(cfg, dist, resume=args.resume)
+        summary = trainer.run()
         if dist.is_main:
+            if trainer.bad_episodes:
+                log.warning("report: %d bad episode files skipped: %s", len(trainer.bad_episodes),
+                            ", ".join(trainer.bad_episodes))
             log.info("done: %s", summary)
         return EXIT_OK
     except NonFiniteError as e:
-        log.error("stopped: %s", e)
+        log.error("stopped: %s", _message(e))
         return EXIT_NONFINITE
     except DataError as e:
-        log.error("data: %s", e)
+        log.error("data: %s", _message(e))
         return EXIT_DATA
     except CheckpointError as e:
-        log.error("checkpoint: %s", e)
+        log.error("checkpoint: %s", _message(e))
         return EXIT_CHECKPOINT
     except ValueError as e:
-        log.error("configuration: %s", e)
+        log.error("configuration: %s", _message(e))
         return EXIT_CONFIG
     except KeyboardInterrupt:
         log.error("interrupted")
@@ -127,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if dist is not None:
             distributed.shutdown()
+
+
+def _message(e: BaseException) -> str:
+    """The error's own message in one line: an error raised in a DataLoader worker arrives re-raised with the
+    worker's traceback in its text; the user needs its last line (the original message), not the traceback."""
+    text = str(e)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 if __name__ == "__main__":

@@ -101,6 +101,7 @@ class Trainer:
         self._setup_determinism()
         self.init_from = self._resolve_init_from()
         self.model_cfg = model_config(cfg, self.init_from)  # once: it may read the fine-tuning checkpoint's config
+        self.bad_episodes: list[str] = []  # episode files skipped as bad (data.on_bad_episode=skip), by path
         self._build_data()
         self._build_model()
         self.step, self.samples, self.tokens_seen = 0, 0, 0
@@ -142,22 +143,28 @@ class Trainer:
         if self.cfg.data.domains:
             return self._build_mixture()
         d, c = self.cfg.data, self.cfg
-        build = dict(max_damaged=d.max_damaged, successful_only=d.successful_only, drop_observations=d.drop_observations)
+        build = dict(max_damaged=d.max_damaged, successful_only=d.successful_only, drop_observations=d.drop_observations,
+                     on_bad=d.on_bad_episode, verify=d.verify_episodes)
         index = data.EpisodeIndex.build(d.train, **build)
+        if not index.episodes:
+            raise data.DataError(index.describe_empty(d.train))
         if d.eval:
             train_index = index
             eval_index = data.EpisodeIndex.build(d.eval, **build)
+            self.bad_episodes += [p for p, _ in eval_index.damaged]
         else:
             train_index, eval_index = index.split(d.eval_fraction)
-        if index.damaged and self.dist.is_main:
-            log.warning("%d damaged episode files skipped: %s", len(index.damaged), [p for p, _ in index.damaged])
+        self.bad_episodes += [p for p, _ in index.damaged]
+        if self.bad_episodes and self.dist.is_main:
+            log.warning("%d bad episode files skipped (damaged, unreadable or non-finite; data.on_bad_episode=skip): "
+                        "%s", len(self.bad_episodes), self.bad_episodes)
         self.spec = data.first_spec(train_index)
         self.context = self.model_cfg.context
         common = dict(context=self.context, seed=c.run.seed, prompt_fraction=d.prompt_fraction,
                       prompt_end_fraction=d.prompt_end_fraction, prompt_tokens=d.prompt_tokens,
                       max_damaged=d.max_damaged, aux=data.AuxTargets.from_config(d),
                       max_timesteps=1 if self.model_cfg.markov else None, image_shift=d.image_shift,
-                      grasp_flag=d.grasp_flag)
+                      grasp_flag=d.grasp_flag, on_bad=d.on_bad_episode)
         self.domains = [d.domain]
         self.domain_eval_sets: list[Any] = []
         self.domain_specs: dict[str, Any] = {}
@@ -165,8 +172,8 @@ class Trainer:
         self.eval_set = (data.WindowDataset(eval_index, stream=data.EVAL_STREAM, train=False, **common)
                          if len(eval_index) else None)
         if self.dist.is_main:
-            log.info("data: %d training episodes, %d held out, %d damaged; context %d tokens", len(train_index),
-                     len(eval_index), len(index.damaged), self.context)
+            log.info("data: %d training episodes, %d held out, %d bad files skipped; context %d tokens",
+                     len(train_index), len(eval_index), len(self.bad_episodes), self.context)
             weights = sorted({e.weight for e in train_index.episodes})
             if weights != [1.0]:  # DIR@WEIGHT paths: say what share of the draws each weight gets
                 share = {w: float(self.train_set.draw_share([e.weight == w for e in train_index.episodes]))
@@ -184,6 +191,8 @@ class Trainer:
         self.context = self.model_cfg.context
         self.train_set, self.domain_eval_sets, self.domains, spec, self.domain_specs = mixture.build(c, self.context)
         self.spec = spec if spec is not None else mixture.text_only_spec()
+        self.bad_episodes = [p for ds in self.train_set.datasets for p, _ in getattr(getattr(ds, "index", None),
+                                                                                     "damaged", [])]
         self.eval_set = next((e for e in self.domain_eval_sets if e is not None), None)
         self.domain_tokens = {name: 0 for name in self.domains}
         if self.dist.is_main:
@@ -281,7 +290,8 @@ class Trainer:
         if self._writer is not None:
             self._writer.close()
         summary = {"step": self.step, "loss": last.loss if last else None, "samples": self.samples,
-                   "checkpoint": str(checkpointing.latest_valid(self.ckpt_root)) if self.dist.is_main else None}
+                   "checkpoint": str(checkpointing.latest_valid(self.ckpt_root)) if self.dist.is_main else None,
+                   "bad_episodes": len(self.bad_episodes)}
         if summary_rollouts:
             summary["rollouts"] = summary_rollouts
         if r.export_onnx and self.dist.is_main and self.step >= r.steps:
