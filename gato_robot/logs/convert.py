@@ -19,6 +19,10 @@ before it within the episode (zeros at the start), as the tokenizer node builds 
 Reward: 1.0 where ``stacked`` (the simulator's reward), return = their sum, success = the last status's flag.
 Only CRC-verified messages are used (:func:`gato_robot.logs.bag.read_log`); an episode cut short by damage or a
 killed recorder (no ``done`` status) is not written unless ``keep_incomplete``: its success label is unknown.
+A damaged chunk in the middle of a log is skipped by the reader and the rest is kept (safety.md scenario 18): the
+ticks within two control periods of the lost stretch (their inputs, command or previous command may have been in
+it) are dropped, and after it the grasp flag (which depends on history) is kept only from the first tick where it
+no longer depends on the lost steps; every tick kept is then identical to the intact log's conversion.
 """
 
 from __future__ import annotations
@@ -122,7 +126,10 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
     messages, read = bag.read_log(path, topics)
     report = ConvertReport(str(path), read=read.to_dict())
     if read.damage:  # details (file, byte offset, reason) in report.read["damage"]
-        report.drop("log damage (see read.damage): the rest of that file is not read", len(read.damage))
+        report.drop("log damage (see read.damage)", len(read.damage))
+    margin = round(2e9 / spec.control_hz)
+    gaps = [(-np.inf if d.lost_after_ns is None else d.lost_after_ns - margin,
+             np.inf if d.lost_before_ns is None else d.lost_before_ns + margin) for d in read.damage if d.skipped]
 
     streams: dict[str, list[tuple[float, int, Any]]] = collections.defaultdict(list)  # key -> (stamp, log, value)
     arm: list[tuple[int, float | None, np.ndarray]] = []  # (receive time, issue stamp if stamped, velocity)
@@ -212,6 +219,9 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
     for n, tick in enumerate(ticks):
         ep = int(tick.status.get("episode", 0))
         first = episode_start.setdefault(ep, tick)
+        if any(lo <= tick.log_time <= hi for lo, hi in gaps):  # kept in `ticks`: its neighbours' windows need it
+            report.drop("tick next to skipped log damage (its inputs or commands may be lost)")
+            continue
         if tick.status.get("done"):
             report.drop("final observation of an episode (no action follows)")
             by_episode.setdefault(ep, [])
@@ -245,18 +255,23 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
             report.drop("tick of an incomplete episode", len(rows))
             report.episodes.append(info)
             continue
+        rows, grasps = _grasp_flags(rows, gaps, report)
+        info["steps"] = len(rows)
+        if not rows:
+            info["why"] = "no step left after log damage"
+            report.episodes.append(info)
+            continue
         actions = np.stack([a for _, a, _ in rows]).astype(np.float32)
         outside = int(np.count_nonzero(np.any((actions < low) | (actions > high), axis=1)))
         obs: dict[str, list[Any]] = collections.defaultdict(list)
-        grasp = GraspDetector()  # the tokenizer's grasp flag, step by step through the episode
-        for tick, _, prev in rows:
+        for (tick, _, prev), gripper_state in zip(rows, grasps):
             q, dq, fq, fdq = tick.obs["joints"]
             for k in cameras:
                 obs[k].append(tick.obs[k])
             obs["proprio/joint_angles"].append(q)
             obs["proprio/joint_velocities"].append(dq)
             obs["proprio/tool_pose"].append(tick.obs["pose"])
-            obs["proprio/gripper"].append(grasp.state(*wire.finger_opening(fq, fdq), closing=prev[4] > 0))
+            obs["proprio/gripper"].append(gripper_state)
             obs["proprio/previous_action"].append(prev)
         observations = {k: np.stack(v).astype(np.uint8 if k in cameras else np.float32) for k, v in obs.items()}
         rewards = np.array([1.0 if t.status.get("stacked") else 0.0 for t, _, _ in rows], np.float32)
@@ -267,6 +282,7 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
             "policy": sidecar.get("policy", ""), "seed": sidecar.get("seed"), "episode": ep,
             "source_log": str(path), "start_stamp": rows[0][0].stamp, "end_stamp": rows[-1][0].stamp,
             "complete": bool(complete), "actions_outside_spec": outside,
+            "log_damage": len(read.damage),  # damaged places in the log (ticks near them were dropped)
         }
         episode = Episode(spec, observations, {specs.ACTION_KEY: actions}, rewards, meta,
                           {"stamp": np.array([t.stamp for t, _, _ in rows]),
@@ -277,6 +293,37 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
         report.kept += len(rows)
         episodes.append(episode)
     return episodes, report
+
+
+def _grasp_flags(rows: list[tuple[_Tick, np.ndarray, np.ndarray]], gaps: list[tuple[float, float]],
+                 report: ConvertReport) -> tuple[list[tuple[_Tick, np.ndarray, np.ndarray]], list[np.ndarray]]:
+    """The rows whose ``proprio/gripper`` is exactly what the tokenizer computed, with it: the grasp detector runs
+    through the episode; after skipped log damage its state is unknown, so two detectors (grasp held, not held) run
+    until they agree, and the rows before that are dropped."""
+    kept, states = [], []
+    grasp: GraspDetector | None = GraspDetector()  # the tokenizer's grasp flag, step by step through the episode
+    hypotheses: list[GraspDetector] = []
+    previous = -np.inf
+    for row in rows:
+        tick, _, prev = row
+        if any(hi > previous and lo < tick.log_time for lo, hi in gaps):  # damage since the previous row
+            grasp, hypotheses = None, [GraspDetector(), GraspDetector()]
+            hypotheses[1].detected = True
+        previous = tick.log_time
+        _, _, fq, fdq = tick.obs["joints"]
+        opening, speed = wire.finger_opening(fq, fdq)
+        closing = prev[4] > 0
+        if grasp is None:
+            released, held = (d.state(opening, speed, closing) for d in hypotheses)
+            if not np.array_equal(released, held):
+                report.drop("grasp flag unknown after skipped log damage (depends on lost steps)")
+                continue
+            grasp, state = hypotheses[0], released  # they agree: the state no longer depends on the lost steps
+        else:
+            state = grasp.state(opening, speed, closing)
+        kept.append(row)
+        states.append(state)
+    return kept, states
 
 
 def convert_logs(logs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, **kw: Any) -> list[ConvertReport]:

@@ -85,8 +85,9 @@ def write_step(w: bag.BagWriter, conns: dict[str, Any], wall: int, t_sim: float,
 
 def write_synthetic_log(out_dir: str | os.PathLike, *, episodes: int = 1, steps: int = 20, seed: int = 0,
                         image_size: int = 128, observation_rows: bool = True, policy: str = "synthetic",
-                        start_wall_ns: int = 1_700_000_000_000_000_000) -> list[Path]:
-    """Write ``episodes`` rosbag2 folders ``episode_NNNNNN`` of random data under ``out_dir``; returns them."""
+                        start_wall_ns: int = 1_700_000_000_000_000_000, chunk_size: int = 256 * 1024) -> list[Path]:
+    """Write ``episodes`` rosbag2 folders ``episode_NNNNNN`` of random data under ``out_dir``; returns them.
+    ``chunk_size``: the MCAP chunk size (bytes), as the recorder's (smaller: more chunks, for damage tests)."""
     rng = np.random.default_rng(seed)
     spec = specs.rgb_stacking_spec(list(bag.CAMERAS), image_size)
     tokenizer = Tokenizer(spec)
@@ -94,7 +95,7 @@ def write_synthetic_log(out_dir: str | os.PathLike, *, episodes: int = 1, steps:
     t_sim, wall = 1.0, start_wall_ns
     for ep in range(episodes):
         path = Path(out_dir) / f"episode_{ep:06d}"
-        with bag.BagWriter(path) as w:
+        with bag.BagWriter(path, chunk_size=chunk_size) as w:
             conns = {topic: w.add_topic(topic, msgtype) for topic, (msgtype, _) in bag.contract_topics().items()}
             w.episode = {"episode": ep, "seed": seed + ep, "triplet": "rgb_test_triplet1", "policy": policy,
                          "task": "rgb_stacking", "start_sim_time": t_sim, "start_wall_ns": wall}
