@@ -297,6 +297,17 @@ def mcap_files(path: str | os.PathLike) -> list[Path]:
     return files
 
 
+def log_path_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a log, in one line for a command's ``error:`` (None: it is a rosbag2 folder or .mcap)."""
+    try:
+        files = mcap_files(path)
+    except FileNotFoundError:
+        return f"{path}: no such file or folder (expected a rosbag2 folder or an .mcap file)"
+    if not files:
+        return f"{path}: no .mcap files in this folder (expected a rosbag2 folder or an .mcap file)"
+    return None
+
+
 def read_log(path: str | os.PathLike, topics: Iterable[str] | None = None) -> tuple[list[LogMessage], ReadReport]:
     """Every verified message of a log (rosbag2 folder or .mcap), in file order, and what was damaged.
 

@@ -31,7 +31,9 @@ import bisect
 import collections
 import dataclasses
 import json
+import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ import numpy as np
 from gato_robot.core import specs
 from gato_robot.core.gripper import GraspDetector
 from gato_robot.core.tokenizer import fit_image
-from gato_robot.data.episodes import Episode, write_episode
+from gato_robot.data.episodes import Episode, EpisodeError, write_episode
 from gato_robot.logs import bag
 from gato_robot.ros import wire
 
@@ -335,8 +337,13 @@ def convert_logs(logs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
         episodes, report = log_to_episodes(log, **kw)
         name = Path(log).name.removesuffix(".mcap")
         for e in episodes:
-            path = write_episode(out / f"{name}_ep{e.metadata['episode']:06d}", e)
-            next(i for i in report.episodes if i["episode"] == e.metadata["episode"])["file"] = str(path)
+            info = next(i for i in report.episodes if i["episode"] == e.metadata["episode"])
+            try:
+                info["file"] = str(write_episode(out / f"{name}_ep{e.metadata['episode']:06d}", e))
+            except EpisodeError as err:  # e.g. a non-finite value logged by the robot: refused, named, counted
+                info.update(written=False, why=str(err))
+                report.kept -= len(e)
+                report.drop(f"episode refused by the writer ({err})", len(e))
         (out / f"{name}.report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
         reports.append(report)
     return reports
@@ -359,13 +366,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--slop", type=float, default=0.025, help="stamp tolerance between inputs (s)")
     ap.add_argument("--keep-incomplete", action="store_true", help="also write episodes without a done status")
     args = ap.parse_args(argv)
+    if not (math.isfinite(args.slop) and args.slop > 0):
+        ap.error(f"argument --slop: must be a positive number of seconds, got {args.slop}")
+    missing = [root for root in args.logs if not Path(root).exists()]
+    if missing:
+        return _error(f"{missing[0]}: no such file or folder (expected rosbag2 folders or .mcap files)", 2)
     logs = [p for root in args.logs for p in find_logs(root)]
     if not logs:
-        print("no logs found", flush=True)
-        return 2
-    for r in convert_logs(logs, args.out, slop_s=args.slop, keep_incomplete=args.keep_incomplete):
+        return _error(f"no rosbag2/MCAP logs (.mcap files) found in {', '.join(args.logs)}", 2)
+    try:
+        reports = convert_logs(logs, args.out, slop_s=args.slop, keep_incomplete=args.keep_incomplete)
+    except OSError as e:  # the output folder cannot be written
+        return _error(str(e), 1)
+    for r in reports:
         written = sum(e["written"] for e in r.episodes)
         print(f"{r.log}: {written}/{len(r.episodes)} episodes, {r.kept}/{r.ticks} ticks kept; dropped {r.dropped}")
         for d in r.read.get("damage", []):
             print(f"  damage: {d}")
     return 0
+
+
+def _error(message: str, code: int) -> int:
+    """One line on stderr, as argparse reports usage errors; returns the exit code."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

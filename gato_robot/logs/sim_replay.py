@@ -14,13 +14,16 @@ error first exceeds ``threshold_m``. Physics is deterministic in one process; ac
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from gato_robot.core import specs
+from gato_robot.logs import bag
 from gato_robot.logs.convert import log_to_episodes
 
 
@@ -72,10 +75,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="override the episode metadata's reset seed")
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
-    result = replay_in_sim(args.log, threshold_m=args.threshold, seed=args.seed)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text)
-    return 0 if result["episodes"] else 1
+    if not (math.isfinite(args.threshold) and args.threshold > 0):
+        ap.error(f"argument --threshold: must be a positive distance in metres, got {args.threshold}")
+    problem = bag.log_path_problem(args.log)
+    if problem:
+        return _error(problem, 2)
+    try:
+        result = replay_in_sim(args.log, threshold_m=args.threshold, seed=args.seed)
+        text = json.dumps(result, indent=1)
+        print(text)
+        if args.json:
+            with open(args.json, "w") as f:
+                f.write(text)
+    except (OSError, ValueError) as e:
+        return _error(f"{type(e).__name__}: {e}", 1)
+    if not result["episodes"]:
+        return _error(f"{args.log}: no episode to replay (dropped: {result['dropped']})", 1)
+    return 0
+
+
+def _error(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

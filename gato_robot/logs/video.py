@@ -11,6 +11,7 @@ spec's bounds; green positive, red negative) over the trace of the last ``histor
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from gato_robot.core import specs
+from gato_robot.logs import bag
 from gato_robot.logs.convert import log_to_episodes
 
 BACKGROUND, AXIS, TRACE = (24, 24, 24), (90, 90, 90), (200, 200, 80)
@@ -110,9 +112,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--scale", type=int, default=2, help="pixel repeat factor (128 px cameras are small)")
     ap.add_argument("--rerun", default=None, help="also write a rerun.io .rrd recording here")
     args = ap.parse_args(argv)
+    if args.scale < 1:
+        ap.error(f"argument --scale: must be a whole number >= 1, got {args.scale}")
+    problem = bag.log_path_problem(args.log)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         print(write_video(args.log, args.out, scale=args.scale, rerun_path=args.rerun))
     except ValueError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the output cannot be written, or ffmpeg failed
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
