@@ -1,6 +1,7 @@
 """Export a checkpoint to an ONNX policy directory: ``model.onnx`` (+ external data when large) and a manifest.
 
     gato-export-onnx CHECKPOINT_DIR OUT_DIR [--opset 18] [--parity-steps 25]
+    gato-export-onnx CHECKPOINT_DIR OUT_DIR --attention fused --dtype fp16    # the GPU path: model/export_fused.py
 
 The graph is one cached append (``Gato.forward_cached``) with the KV cache as explicit tensors:
 
@@ -266,10 +267,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", help="output directory for model.onnx and manifest.json")
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     ap.add_argument("--parity-steps", type=int, default=25, help="control steps compared with PyTorch (0: skip)")
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
+                    help="weights, activations and cache (16-bit: model/export_fused.py, parity over whole episodes)")
+    ap.add_argument("--attention", default="plain", choices=("plain", "fused"),
+                    help="fused: ONNX Runtime's GroupQueryAttention appending in place (model/export_fused.py)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        out = export_onnx(args.checkpoint, args.out, opset=args.opset, parity_steps=args.parity_steps)
+        if (args.dtype, args.attention) == ("fp32", "plain"):  # the reference path
+            out = export_onnx(args.checkpoint, args.out, opset=args.opset, parity_steps=args.parity_steps)
+        else:
+            from gato_robot.model.export_fused import export_onnx_fast
+
+            out = export_onnx_fast(args.checkpoint, args.out, attention=args.attention, dtype=args.dtype,
+                                   opset=args.opset, parity_steps=args.parity_steps)
     except (ValueError, FileNotFoundError) as e:
         print(f"gato-export-onnx: {e}", file=sys.stderr)
         return 2

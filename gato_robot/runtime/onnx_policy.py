@@ -63,7 +63,9 @@ class OnnxPolicyState:
     rng: np.random.Generator | None = None
 
     def clone(self) -> OnnxPolicyState:
-        copies = [[_copy_ortvalue(t) for t in buffer] for buffer in self.buffers]
+        shared = self.buffers[0] is self.buffers[1]  # a fused export: past and present are one buffer
+        copies = [[_copy_ortvalue(t, empty=self.pos == 0) for t in buffer] for buffer in self.buffers[:2 - shared]]
+        copies = copies * 2 if shared else copies
         rng = None
         if self.rng is not None:
             rng = np.random.Generator(type(self.rng.bit_generator)())
@@ -71,7 +73,25 @@ class OnnxPolicyState:
         return dataclasses.replace(self, buffers=copies, rng=rng)
 
 
-def _copy_ortvalue(v: ort.OrtValue) -> ort.OrtValue:
+# cache dtype (manifest "cache.dtype") -> (onnxruntime element type, a numpy type with the same bytes)
+_CACHE_TYPES: dict[str, tuple[Any, Any]] = {"float32": (np.float32, np.float32), "float16": (np.float16, np.float16),
+                                            "bfloat16": (16, np.uint16)}  # 16: onnx.TensorProto.BFLOAT16
+
+
+def _zeros(shape: tuple[int, ...], dtype: str, device: str, device_id: int) -> ort.OrtValue:
+    element, same_bytes = _CACHE_TYPES[dtype]
+    value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), element, device, device_id)
+    value.update_inplace(np.zeros(shape, same_bytes))  # masked slots must hold numbers: 0 * NaN is NaN
+    return value
+
+
+def _copy_ortvalue(v: ort.OrtValue, empty: bool = False) -> ort.OrtValue:
+    if v.data_type() == "tensor(bfloat16)":  # numpy has no bfloat16: no copy through the host
+        if not empty:
+            raise NotImplementedError("cloning a bfloat16 cache that holds tokens (a prompt, a branch) is not "
+                                      "supported: onnxruntime's Python API copies through numpy, which has no "
+                                      "bfloat16; export with --dtype fp16 for prompts and branching")
+        return _zeros(tuple(v.shape()), "bfloat16", v.device_name().lower(), 0)
     if v.device_name().lower() == "cpu":
         return ort.OrtValue.ortvalue_from_numpy(v.numpy().copy())
     return ort.OrtValue.ortvalue_from_numpy(v.numpy(), v.device_name().lower(), 0)
@@ -96,6 +116,12 @@ class OnnxPolicy:
         self.temperature, self.seed = temperature, seed
         cache = self.manifest["cache"]
         self.cache_shape = (1, cache["heads"], cache["capacity"], cache["head_dim"])  # per layer, k or v
+        self.cache_dtype = cache.get("dtype", "float32")
+        self.shared_cache = bool(cache.get("shared_buffer", False))  # fused attention appends in place
+        self.host_inputs = list(self.manifest.get("host_inputs", []))  # read by the fused op in host memory
+        if self.cache_dtype not in _CACHE_TYPES or not set(self.host_inputs) <= {"total_sequence_length"}:
+            raise ModelIntegrityError(f"{self.directory}: unknown cache dtype {self.cache_dtype!r} or host inputs "
+                                      f"{self.host_inputs}")
         self.past_names = [n for n in self.manifest["inputs"] if n.startswith("past_")]
         self.present_names = [n for n in self.manifest["outputs"] if n.startswith("present_")]
         if len(self.past_names) != 2 * cache["layers"] or len(self.present_names) != len(self.past_names):
@@ -122,6 +148,7 @@ class OnnxPolicy:
         self._inputs: dict[int, dict[str, ort.OrtValue]] = {}  # fixed input buffers per chunk length
         self._logits = ort.OrtValue.ortvalue_from_shape_and_type(
             [1, self.logits_hi - self.logits_lo], np.float32, self.device, self.device_id)
+        self._total = ort.OrtValue.ortvalue_from_numpy(np.zeros((), np.int32))  # host memory, on any provider
         self._prompt = self._prompt_block(prompt)
         self._prompt_state: OnnxPolicyState | None = None
         log.info("OnnxPolicy %s on %s%s", self.directory, self.provider, " with CUDA graphs" if self.cuda_graph else "")
@@ -135,9 +162,10 @@ class OnnxPolicy:
     # -- state -------------------------------------------------------------------------------------------
     def _empty_state(self) -> OnnxPolicyState:
         def zeros() -> ort.OrtValue:
-            return ort.OrtValue.ortvalue_from_numpy(np.zeros(self.cache_shape, np.float32), self.device, self.device_id)
+            return _zeros(self.cache_shape, self.cache_dtype, self.device, self.device_id)
 
-        return OnnxPolicyState(buffers=[[zeros() for _ in self.past_names] for _ in range(2)])
+        first = [zeros() for _ in self.past_names]  # a shared cache: present is bound onto past (one buffer)
+        return OnnxPolicyState(buffers=[first, first if self.shared_cache else [zeros() for _ in self.past_names]])
 
     def initial_state(self) -> OnnxPolicyState:
         if self._prompt_state is None:
@@ -221,6 +249,9 @@ class OnnxPolicy:
         for name in TOKEN_INPUTS:
             binding.bind_ortvalue_input(name, inputs[name])
         binding.bind_ortvalue_input("pos", inputs["pos"])
+        if self.host_inputs:  # the fused op reads the total length (pos + n) on the host: no Memcpy node
+            self._total.update_inplace(np.asarray(state.pos + n, np.int32))
+            binding.bind_ortvalue_input("total_sequence_length", self._total)
         for name, value in zip(self.past_names, src):
             binding.bind_ortvalue_input(name, value)
         binding.bind_ortvalue_output("logits", self._logits)
