@@ -2,10 +2,11 @@
 [command_interface:=twist|forward_command]`
 
 The nodes and their parameters come from gato_robot/ros/stack.py (node_plan), the same source the `gato-stack`
-launcher uses, so the two cannot drift; nothing about the nodes is written here.
+launcher uses, so the two cannot drift; nothing about the nodes is written here. A required node (the controller)
+that exits shuts the whole launch down, as `gato-stack` does.
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -17,7 +18,8 @@ def _nodes(context, *args, **kwargs):
     values = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
     return [
         Node(package=PACKAGE, executable=node.executable, name=node.name, output="screen",
-             parameters=[str(params_file), *([overrides] if overrides else [])])
+             parameters=[str(params_file), *([overrides] if overrides else [])],
+             on_exit=[Shutdown(reason=f"{node.name} exited: the stack stops without it")] if node.required else None)
         for node, params_file, overrides in node_plan(**values)
     ]
 

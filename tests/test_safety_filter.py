@@ -7,7 +7,7 @@ import pytest
 
 from gato_robot.core.safety import Limits, Reason, SafetyFilter, State
 from gato_robot.core.specs import rgb_stacking_spec
-from gato_robot.core.sync import ApproximateSync, Status
+from gato_robot.core.sync import ApproximateSync, FutureStamp, Status
 
 LOW, HIGH = rgb_stacking_spec(2).action_bounds()
 STEP = (0.02, 0.02, 0.02, 0.3, 510.0)
@@ -186,3 +186,65 @@ def test_at_rest_ramps_the_next_action_from_zero_and_keeps_the_gripper():
     f.at_rest()
     c = f.filter_action([-0.07, 0, 0, 0, 200.0], 1.3, 1.3).command
     assert c.values[0] == pytest.approx(-0.02) and c.values[4] == 200.0  # from zero, not from +0.07
+
+
+# -- scenario 17: clock faults (pure code; the nodes' version is in test_ros_safety.py) -----------------------
+def test_17_a_future_action_is_refused_and_never_blocks_later_ones():
+    f = make_filter()
+    t = 100.0
+    assert f.filter_action([0.05, 0, 0, 0, 0], t, t).command is not None
+    d = f.filter_action([0.05, 0, 0, 0, 0], t + 3600.0, t + 0.01)  # one action stamped an hour ahead
+    assert d.command is None and d.reason is Reason.FUTURE
+    accepted = sum(f.filter_action([0.05, 0, 0, 0, 0], t + 0.05 * k, t + 0.05 * k + 0.01).command is not None
+                   for k in range(1, 133))
+    assert accepted == 132  # before the fix: 0 of the next 132 (all "out of order" behind the future stamp)
+    assert f.filter_action([0, 0, 0, 0, 0], t + 7 + f.max_future - 1e-6, t + 7).command is not None  # tolerance
+
+
+def test_17_a_backwards_clock_jump_forgets_the_old_timeline():
+    f = make_filter()
+    for k in range(10):
+        f.filter_action([0.05, 0, 0, 0, 0], 50.0 + 0.05 * k, 50.0 + 0.05 * k)
+    # a simulation reset its /clock to 1 s: the watchdog stops the arm at once, the first fresh action is taken
+    stop = f.tick(1.0)
+    assert stop is not None and stop.reason is Reason.WATCHDOG and not np.any(stop.values[:4])
+    assert f.clock_resets == 1
+    assert f.filter_action([0.05, 0, 0, 0, 0], 1.0, 1.01).command is not None  # recovers within one period
+    assert f.tick(1.05) is None  # and the watchdog runs on the new timeline
+
+
+def test_17_a_clock_jump_keeps_a_hold():
+    f = make_filter()
+    f.filter_action([0.05, 0, 0, 0, 0], 50.0, 50.0)
+    f.hold(50.1)
+    f.tick(2.0)  # clock reset while held
+    assert f.state is State.HELD and f.filter_action([0.05, 0, 0, 0, 0], 2.05, 2.06).reason is Reason.HELD
+    f.rearm(2.1)
+    assert f.filter_action([0.05, 0, 0, 0, 0], 2.15, 2.16).command is not None  # the re-arm works on new time
+
+
+def test_17_sync_refuses_a_future_stamp_and_keeps_emitting():
+    s = ApproximateSync(["a", "b", "j"], ["a", "b"], slop=0.02, max_age=0.15, min_interval=0.045, max_future=0.25)
+    emitted = 0
+    for k in range(40):
+        t = 1.0 + 0.05 * k
+        for name in ("a", "b", "j"):
+            s.add(name, t, k, now=t + 0.005)
+        if k == 10:  # one camera image stamped an hour ahead
+            with pytest.raises(FutureStamp, match="ahead of the clock"):
+                s.add("a", t + 3600.0, "bad", now=t + 0.005)
+        emitted += s.poll(t + 0.005).status is Status.SET
+    assert emitted == 40  # before the fix: 10 (the future stamp stayed the reference)
+
+
+def test_17_sync_restarts_after_a_backwards_clock_jump():
+    s = make_sync()
+    for k in range(10):
+        t = 50.0 + 0.05 * k
+        for name in ("a", "b", "j"):
+            s.add(name, t, k)
+        s.poll(t)
+    for name in ("a", "b", "j"):
+        s.add(name, 1.0, "new", now=1.0)
+    out = s.poll(1.001)
+    assert s.clock_resets == 1 and out.status is Status.SET and out.items["a"] == "new"

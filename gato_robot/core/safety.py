@@ -5,9 +5,10 @@ comes first):
 
 1. shape, then finiteness: a non-finite action is dropped whole (never partly applied);
 2. state: while HELD (hold / e-stop) every action is dropped; only :meth:`SafetyFilter.rearm` leaves HELD;
-3. stamps: an action whose source stamp is not newer than the last accepted one (duplicate, out of order), not
-   newer than the hold/re-arm watermark (in flight before a hold or re-arm), or older than ``max_action_age``
-   is dropped;
+3. stamps: an action whose source stamp is more than ``max_future`` ahead of the caller's clock (a sensor or a
+   peer with a wrong clock: it would otherwise become the newest accepted stamp and every valid action after it
+   would look out of order), not newer than the last accepted one (duplicate, out of order), not newer than the
+   hold/re-arm watermark (in flight before a hold or re-arm), or older than ``max_action_age`` is dropped;
 4. clamp to the configured limits;
 5. limit the change from the previous command per cycle (``max_step``);
 6. the result is checked finite and inside the limits once more (an invariant: it cannot fail).
@@ -19,7 +20,10 @@ next fresh action resumes, ramping up from zero under the per-cycle limit. HOLD 
 wait for an explicit re-arm. Before the first action the period runs from the first tick (a policy gets one
 watchdog period to answer, as between actions); after a re-arm the stop holds until a fresh action arrives.
 
-Times are seconds on the caller's clock (the node's clock: sim time in simulation).
+Times are seconds on the caller's clock (the node's clock: sim time in simulation). When that clock goes
+backwards (a simulation reset its /clock, a robot's clock was stepped), the stamps remembered from the old
+timeline are forgotten (:attr:`SafetyFilter.clock_resets` counts it): the watchdog stops the arm at once and the
+first fresh action of the new timeline is accepted; a hold stays a hold.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Reason(str, enum.Enum):
     BEFORE_WATERMARK = "in_flight_before_hold_or_rearm"
     OUT_OF_ORDER = "out_of_order"
     TOO_OLD = "too_old"
+    FUTURE = "stamped_in_the_future"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +116,11 @@ def controller_limits(spec_low: Sequence[float], spec_high: Sequence[float],
                          [True] * 4 + [False])
 
 
+# Stamps this far ahead of the receiver's clock are still accepted (s): a few control periods of clock skew or
+# /clock delivery lag; an hour-ahead stamp is refused.
+MAX_FUTURE_S = 0.25
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     values: np.ndarray  # (A,) float64, finite, inside the limits
@@ -129,13 +139,16 @@ class SafetyFilter:
     """Turns untrusted actions into commands an arm may execute. See the module docstring for the rules."""
 
     def __init__(self, limits: Limits, *, watchdog_period: float, max_action_age: float,
-                 armed: bool = False) -> None:
+                 armed: bool = False, max_future: float = MAX_FUTURE_S) -> None:
         if not watchdog_period > 0:
             raise ValueError(f"watchdog_period must be > 0 s, got {watchdog_period}")
         if not max_action_age > 0:
             raise ValueError(f"max_action_age must be > 0 s, got {max_action_age}")
+        if not max_future >= 0:
+            raise ValueError(f"max_future must be >= 0 s, got {max_future}")
         self.limits = limits
         self.watchdog_period, self.max_action_age = float(watchdog_period), float(max_action_age)
+        self.max_future = float(max_future)
         self._low = np.asarray(limits.low, np.float64)
         self._high = np.asarray(limits.high, np.float64)
         self._step = np.asarray(limits.max_step, np.float64)
@@ -150,6 +163,8 @@ class SafetyFilter:
         self.trips = 0
         self.dropped: dict[Reason, int] = {}
         self.held_since: float | None = None if armed else -np.inf
+        self.clock: float | None = None  # the newest time the caller gave (a smaller one is a clock reset)
+        self.clock_resets = 0
 
     # -- inputs ------------------------------------------------------------------------------------------
     def filter_action(self, action: np.ndarray | Sequence[float], source_stamp: float, now: float) -> Decision:
@@ -158,6 +173,9 @@ class SafetyFilter:
             return self._drop(Reason.BAD_SHAPE)
         if not np.all(np.isfinite(a)) or not np.isfinite(source_stamp):
             return self._drop(Reason.NON_FINITE)
+        self._observe_clock(now)
+        if source_stamp - now > self.max_future:
+            return self._drop(Reason.FUTURE)
         if self.state is State.HELD:
             return self._drop(Reason.HELD)
         if source_stamp <= self.watermark:
@@ -178,6 +196,7 @@ class SafetyFilter:
 
     def tick(self, now: float) -> Command | None:
         """Once per control cycle: a stop command while HELD or when the watchdog has tripped, else None."""
+        self._observe_clock(now)
         if self.state is State.HELD:
             return self._stop_command(now, Reason.HOLD)
         if self.first_tick is None:
@@ -216,6 +235,17 @@ class SafetyFilter:
         self.last = np.where(self._stop, 0.0, self.last)
 
     # -- helpers -----------------------------------------------------------------------------------------
+    def _observe_clock(self, now: float) -> None:
+        if self.clock is not None and now < self.clock:  # the clock went back: the old stamps mean nothing now
+            self.clock_resets += 1
+            self.last_source_stamp = -np.inf
+            self.watermark = min(self.watermark, now)  # a hold stays HELD (state); its watermark was old time
+            self.last_action_time = None  # stop at once (as after a re-arm) until a fresh action arrives
+            self.first_tick = -np.inf
+            if self.held_since is not None and np.isfinite(self.held_since):
+                self.held_since = now
+        self.clock = now
+
     def _stop_command(self, now: float, reason: Reason) -> Command:
         self.at_rest()
         return Command(self.last.copy(), now, reason)

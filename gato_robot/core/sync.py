@@ -15,6 +15,12 @@ The rule, applied every time a message arrives (:meth:`ApproximateSync.poll`):
 5. a complete set whose stamp spread exceeds ``slop`` is never formed (by 4), so skewed sets are never emitted;
 6. a set is emitted once per reference stamp, and reference stamps at least ``min_interval`` apart (the cap at
    the control rate); older or equal reference stamps are NOTHING_NEW.
+
+Clock faults. A message stamped more than ``max_future`` ahead of ``now`` is refused by :meth:`add`
+(:class:`FutureStamp`, a ValueError for the caller's log line): buffered, it would be the reference stamp, never
+stale, and every valid set after it would be NOTHING_NEW until the clock caught up with it. A ``now`` smaller than
+one seen before (a simulation reset its /clock, a robot's clock was stepped) empties the buffers and forgets the
+last emitted stamp (``clock_resets`` counts it): the new timeline's first complete set is emitted at once.
 """
 
 from __future__ import annotations
@@ -43,17 +49,22 @@ class SyncOutcome:
     reason: str = ""  # for WAITING / STALE: which stream and why, for a log line
 
 
+class FutureStamp(ValueError):
+    """A message stamped further ahead of the receiver's clock than the sync accepts."""
+
+
 class ApproximateSync:
     """Pairs the newest reference stamp with the closest message of every other stream.
 
     ``streams``: all stream names; ``reference``: the subset whose newest stamp defines the set's stamp;
     ``slop``: the largest allowed distance of any chosen stamp from the reference (s); ``max_age``: the largest
     allowed ``now - stamp`` of any stream's newest message (s); ``min_interval``: the smallest distance between
-    emitted reference stamps (s); ``depth``: messages kept per stream.
+    emitted reference stamps (s); ``depth``: messages kept per stream; ``max_future``: the largest allowed
+    ``stamp - now`` of a message given to :meth:`add` with its ``now`` (s).
     """
 
     def __init__(self, streams: Sequence[str], reference: Sequence[str], *, slop: float, max_age: float,
-                 min_interval: float = 0.0, depth: int = 32) -> None:
+                 min_interval: float = 0.0, depth: int = 32, max_future: float = math.inf) -> None:
         streams = list(streams)
         if len(set(streams)) != len(streams) or not streams:
             raise ValueError(f"streams must be distinct and non-empty, got {streams}")
@@ -62,20 +73,32 @@ class ApproximateSync:
         for name, value in (("slop", slop), ("max_age", max_age), ("min_interval", min_interval)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0 (seconds), got {value}")
+        if not max_future >= 0:
+            raise ValueError(f"max_future must be >= 0 (seconds), got {max_future}")
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.streams, self.reference = tuple(streams), tuple(reference)
         self.slop, self.max_age, self.min_interval, self.depth = slop, max_age, min_interval, depth
         self._stamps: dict[str, list[float]] = {s: [] for s in streams}  # sorted ascending
         self._values: dict[str, list[Any]] = {s: [] for s in streams}
+        self.max_future = max_future
         self.last_emitted: float | None = None
+        self.clock: float | None = None  # the newest ``now`` seen
+        self.clock_resets = 0
 
-    def add(self, stream: str, stamp: float, value: Any) -> None:
-        """Buffer one message. Non-finite stamps raise ValueError; a stamp already buffered replaces its value."""
+    def add(self, stream: str, stamp: float, value: Any, now: float | None = None) -> None:
+        """Buffer one message. Non-finite stamps raise ValueError; with ``now`` (the receiver's clock), a stamp more
+        than ``max_future`` ahead of it raises :class:`FutureStamp` and is not buffered. A stamp already buffered
+        replaces its value."""
         if stream not in self._stamps:
             raise ValueError(f"unknown stream {stream!r}; expected one of {self.streams}")
         if not math.isfinite(stamp):
             raise ValueError(f"{stream}: stamp {stamp} is not finite")
+        if now is not None:
+            self._observe_clock(now)
+            if stamp - now > self.max_future:
+                raise FutureStamp(f"{stream}: stamp {stamp:.3f} is {stamp - now:.3f} s ahead of the clock "
+                                  f"(limit {self.max_future:.3f} s)")
         stamps, values = self._stamps[stream], self._values[stream]
         i = bisect.bisect_left(stamps, stamp)
         if i < len(stamps) and stamps[i] == stamp:
@@ -95,8 +118,16 @@ class ApproximateSync:
             self._stamps[s].clear()
             self._values[s].clear()
 
+    def _observe_clock(self, now: float) -> None:
+        if self.clock is not None and now < self.clock:  # the clock went back: a new timeline
+            self.clear()
+            self.last_emitted = None
+            self.clock_resets += 1
+        self.clock = now
+
     def poll(self, now: float) -> SyncOutcome:
         """Try to form a set at ``now`` (see the module docstring for the rule)."""
+        self._observe_clock(now)
         empty = [s for s in self.streams if not self._stamps[s]]
         if empty:
             return SyncOutcome(Status.WAITING, reason=f"no message yet on {empty}")

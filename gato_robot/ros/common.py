@@ -6,9 +6,12 @@ ROS messages (bytes, never per-element lists: ``msg.data = arr.tobytes()``, read
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import math
 import os
+import signal
 import sys
 import time
 from array import array as byte_array
@@ -22,6 +25,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 
 from gato_robot.ros import wire
@@ -188,6 +192,7 @@ class EpisodeWatch:
 
 # -- the process --------------------------------------------------------------------------------------------
 EXECUTOR_ENV = "GATO_ROS_EXECUTOR"
+SPIN_PERIOD_S = 0.05  # s: the longest a stop request waits for the spin loop
 
 
 def make_executor(context: rclpy.context.Context | None = None) -> Executor:
@@ -207,28 +212,96 @@ def make_executor(context: rclpy.context.Context | None = None) -> Executor:
     return SingleThreadedExecutor(context=context)
 
 
+class StopRequest:
+    """The process's own SIGINT / SIGTERM / SIGHUP handling: a flag, never an exception.
+
+    rclpy's default handler shuts the context down from inside the signal (so the node's last publish fails) and
+    Python's raises KeyboardInterrupt wherever the main thread happens to be: inside a C++ executor callback that
+    aborts the process (``pybind11::error_already_set``), inside ``destroy_node()``. A terminal's Ctrl-C reaches
+    every process of the group and ``ros2 launch`` then sends each node a second SIGINT, so the handler must be
+    safe to receive any number of times: it only records the first signal and counts the rest."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.count = 0
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.signum is None:
+            self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def install(self) -> StopRequest:
+        for sig in self.SIGNALS:
+            signal.signal(sig, self)
+        return self
+
+
+# The process's stop request: ``run`` installs it; callbacks that command the arm check it, so nothing new goes out
+# between the signal and the end of the spin loop.
+STOP = StopRequest()
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent (the launcher, ``ros2 launch``) dies, even by
+    SIGKILL: a node must not go on driving an arm that nobody supervises. The signal goes through
+    :class:`StopRequest`, so the controller still commands its last zero. Linux only; returns whether it is set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), sig)
+    return True
+
+
 def run(make_node: Callable[[], Node], args: Sequence[str] | None = None) -> int:
-    """init / build / spin / finally destroy_node + try_shutdown. Ctrl-C and SIGTERM end cleanly (exit 0);
-    a configuration error (ValueError, FileNotFoundError) exits 2 with one clear line."""
-    rclpy.init(args=list(args) if args is not None else sys.argv)
+    """init / build / spin / finally on_exit + destroy_node + try_shutdown.
+
+    Stopping (SIGINT, SIGTERM, SIGHUP, any number of them, or the parent process dying): the spin loop ends, the
+    node's ``on_exit()`` runs while the context is still up (the controller publishes a zero arm command and
+    waits for it to be acknowledged), then the node is destroyed and the context shut down; exit 0, no traceback.
+    A configuration error (ValueError, FileNotFoundError) exits 2 with one clear line."""
+    stop = STOP.install()
+    die_with_parent()
+    rclpy.init(args=list(args) if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     code = 0
     try:
         node = make_node()
         executor = make_executor()
         executor.add_node(node)
-        while rclpy.ok():  # not executor.spin(): rclpy 9.1's EventsExecutor.spin() never runs a callback
-            executor.spin_once(timeout_sec=0.5)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while rclpy.ok() and not stop.requested:  # not executor.spin(): rclpy 9.1's EventsExecutor.spin() never
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)  # runs a callback; the period bounds the stop latency
+    except ExternalShutdownException:
         pass
     except (ValueError, FileNotFoundError) as e:
         print(f"[FATAL] {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         code = 2
     finally:
         if node is not None:
-            stop = getattr(node, "on_exit", None)
-            if stop is not None:
-                stop()
-            node.destroy_node()
+            _exit_node(node, stop)
         rclpy.try_shutdown()
     return code
+
+
+def _exit_node(node: Node, stop: StopRequest) -> None:
+    """The node's last words and its destruction; an error here is one log line, never a traceback."""
+    why = signal.Signals(stop.signum).name if stop.signum is not None else "context shut down"
+    try:
+        on_exit = getattr(node, "on_exit", None)
+        if on_exit is not None:
+            on_exit()
+        node.get_logger().info(f"stopped ({why})")
+    except Exception as e:  # the exit path must finish: destroy and shut down whatever happened
+        print(f"[ERROR] {node.get_name()}: while stopping: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    with contextlib.suppress(Exception):
+        node.destroy_node()

@@ -20,25 +20,37 @@ episode on without it.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import sys
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TwistStamped
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float64, Float64MultiArray, MultiArrayDimension, String
 from std_srvs.srv import Trigger
 
 from gato_robot.core import specs
-from gato_robot.core.safety import CONTROLLER_LIMITS, Command, Reason, SafetyFilter, State, controller_limits
+from gato_robot.core.safety import (
+    CONTROLLER_LIMITS,
+    MAX_FUTURE_S,
+    Command,
+    Reason,
+    SafetyFilter,
+    State,
+    controller_limits,
+)
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.ros import common, wire
+from gato_robot.ros.guard import GuardProcess
 
 VELOCITY_DIMS = 4  # vx, vy, vz, yaw rate; then the gripper
+LOGGED_DROPS = (Reason.NON_FINITE, Reason.BAD_SHAPE, Reason.TOO_OLD, Reason.FUTURE, Reason.OUT_OF_ORDER)
+STAMP_DROPS = (Reason.TOO_OLD, Reason.FUTURE, Reason.OUT_OF_ORDER)
 
 
 class ControllerNode(Node):
@@ -66,6 +78,11 @@ class ControllerNode(Node):
         }
         watchdog = float(d("watchdog_period_s", 0.1, "stop when no fresh action arrived within this (s)"))
         max_age = float(d("max_action_age_s", 0.25, "drop actions whose source stamp is older than this (s)"))
+        max_future = float(d("max_future_s", MAX_FUTURE_S, "drop actions stamped further ahead of the clock (s)"))
+        self.stop_ack_timeout = float(d("stop_ack_timeout_s", 0.5, "on shutdown: wait this long for the last zero "
+                                        "command to be acknowledged by the arm's subscribers (s)"))
+        guard = bool(d("guard", True, "start the dead man's switch (gato_robot.ros.guard): a process that commands "
+                                      "zero velocity when this one dies without stopping the arm (SIGKILL, abort)"))
         armed = bool(d("start_armed", False, "start armed (true) or held until /gato/controller/rearm (false)"))
         if self.interface not in ("twist", "forward_command"):
             raise ValueError(f"command_interface must be twist or forward_command, got {self.interface!r}")
@@ -73,7 +90,8 @@ class ControllerNode(Node):
         self.spec = specs.rgb_stacking_spec(cameras, image_size)
         self.tokenizer = Tokenizer(self.spec)
         limits = controller_limits(*self.spec.action_bounds(), limit_params)
-        self.filter = SafetyFilter(limits, watchdog_period=watchdog, max_action_age=max_age, armed=armed)
+        self.filter = SafetyFilter(limits, watchdog_period=watchdog, max_action_age=max_age, armed=armed,
+                                   max_future=max_future)
         self.width = self.spec.action_tokens
         self.commands = 0
         self.reject_log = common.RejectLog(self)
@@ -82,6 +100,7 @@ class ControllerNode(Node):
         self.last_gripper: float | None = None
         self.sim_time = bool(self.get_parameter("use_sim_time").value)
         self.sim_floor = 0.0  # simulation: the newest action source stamp (a lower bound on sim time)
+        self.last_clock = 0.0  # the clock's newest reading (a smaller one is a clock reset)
 
         if self.interface == "twist":
             self.arm_pub = self.create_publisher(TwistStamped, twist_topic, common.COMMAND_QOS)
@@ -98,6 +117,9 @@ class ControllerNode(Node):
         self.create_service(Trigger, common.REARM_SERVICE, self.on_rearm_service)
         self.reset_client = self.create_client(Trigger, common.POLICY_RESET_SERVICE)
         self.create_timer(1.0 / control_hz, self.on_cycle, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        arm_topic = twist_topic if self.interface == "twist" else forward_topic
+        self.guard = GuardProcess(self.interface, arm_topic, self.frame, [
+            "-p", f"use_sim_time:={'true' if self.sim_time else 'false'}"], os.getpid()) if guard else None
         self.create_timer(1.0, self.publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
             f"{self.interface} -> {twist_topic if self.interface == 'twist' else forward_topic}, gripper -> "
@@ -111,6 +133,11 @@ class ControllerNode(Node):
         matching /clock at the first episode), and reading it would stamp commands in the past and trip the
         watchdog as soon as /clock arrives. On a robot (wall or PTP time) the clock is read as it is."""
         now = common.now_sec(self)
+        if now < self.last_clock:  # a /clock reset (or a stepped system clock): the floor was the old timeline's
+            self.get_logger().warning(f"clock went back by {self.last_clock - now:.3f} s: stamps of the old timeline "
+                                      f"forgotten, zero velocity until a fresh action")
+            self.sim_floor = 0.0
+        self.last_clock = now
         if not self.sim_time:
             return now
         if source_stamp is not None and np.isfinite(source_stamp):
@@ -139,11 +166,17 @@ class ControllerNode(Node):
         self.apply(action, msg)
 
     def apply(self, action: np.ndarray, msg: Image) -> None:
+        if common.STOP.requested:  # stopping: the last command this node sends is on_exit's zero
+            return
         stamp = common.stamp_to_sec(msg.header.stamp)
-        decision = self.filter.filter_action(action, stamp, self.now(stamp))
+        now = self.now()
+        if self.sim_time and (now == 0.0 or 0.0 <= stamp - now <= self.filter.max_future):
+            now = self.now(stamp)  # a sim clock behind a plausible stamp has missed /clock messages (see now())
+        decision = self.filter.filter_action(action, stamp, now)
         if decision.command is None:
-            if decision.reason in (Reason.NON_FINITE, Reason.BAD_SHAPE, Reason.TOO_OLD):
-                self.filter_log("an action", decision.reason.value, verb="dropped")
+            if decision.reason in LOGGED_DROPS:
+                detail = f" ({stamp - now:+.3f} s from the clock)" if decision.reason in STAMP_DROPS else ""
+                self.filter_log("an action", decision.reason.value + detail, verb="dropped")
             return
         self.send(decision.command)
 
@@ -192,6 +225,8 @@ class ControllerNode(Node):
 
     # -- the cycle ---------------------------------------------------------------------------------------
     def on_cycle(self) -> None:
+        if common.STOP.requested:
+            return
         now = self.now()
         if now == 0.0:  # sim time before the first /clock message: no arm moves, and no silence can be measured
             return
@@ -205,7 +240,7 @@ class ControllerNode(Node):
                 f"(trip #{self.filter.trips})")
         self.send(command)
 
-    def send(self, command: Command) -> None:
+    def send(self, command: Command, gripper: bool = True) -> None:
         v = command.values
         assert np.all(np.isfinite(v)), "non-finite command"  # the filter guarantees this
         stamp = common.sec_to_stamp(command.stamp)
@@ -218,17 +253,26 @@ class ControllerNode(Node):
             msg = Float64MultiArray()
             msg.layout.dim = [MultiArrayDimension(label=",".join(wire.FORWARD_COMMAND_LABELS), size=6, stride=6)]
             msg.data = wire.action_to_forward_command(v)
-        gripper = float(v[VELOCITY_DIMS])
-        if command.reason is Reason.ACTION or gripper != self.last_gripper:  # first: a lockstep sim steps on the arm
-            self.gripper_pub.publish(Float64(data=gripper))
-            self.last_gripper = gripper
+        grip = float(v[VELOCITY_DIMS])
+        if gripper and (command.reason is Reason.ACTION or grip != self.last_gripper):  # first: a lockstep sim
+            self.gripper_pub.publish(Float64(data=grip))  # steps on the arm command
+            self.last_gripper = grip
         self.arm_pub.publish(msg)
         self.commands += 1
 
     def on_exit(self) -> None:
-        """At shutdown: one last zero-velocity command, if the middleware still takes it."""
-        with contextlib.suppress(Exception):  # the context may already be shut down (SIGTERM): nothing to do
-            self.send(self.filter.hold(self.now()))
+        """At shutdown, before the context goes down (``common.run``): hold (every later action is dropped), one
+        last zero-velocity command, and wait until the arm's subscribers acknowledged it or ``stop_ack_timeout_s``
+        passed; then release the guard, which would otherwise command the zero itself."""
+        try:
+            self.send(self.filter.hold(self.now()), gripper=False)
+            acked = self.arm_pub.wait_for_all_acked(Duration(seconds=self.stop_ack_timeout))
+            self.get_logger().info(
+                f"shutdown: zero velocity commanded ({self.arm_pub.get_subscription_count()} subscriber(s), "
+                f"{'acknowledged' if acked else f'not acknowledged within {self.stop_ack_timeout} s'})")
+        finally:
+            if self.guard is not None:
+                self.guard.release()
 
     def publish_diagnostics(self) -> None:
         f = self.filter

@@ -4,8 +4,11 @@ would, on machines without ``ros2 launch`` (pip-installed ROS wheels). Same node
 
 Ctrl-C / SIGTERM: every node gets SIGINT (a clean rclpy shutdown), then SIGTERM after ``--grace`` seconds,
 then SIGKILL; every child is reaped before the launcher exits. A node that exits on its own is reported and the
-others keep running (a dead policy must leave the controller's watchdog running), as ``ros2 launch`` does.
-Exit status: 0 after a requested shutdown in which every node ended cleanly, else 1; 2 for bad arguments.
+others keep running (a dead policy must leave the controller's watchdog running), as ``ros2 launch`` does, except
+a required node (the controller): when it exits, for any reason, the launcher stops the whole stack.
+Each node asks the kernel to stop it when its parent dies (``common.die_with_parent``): a SIGKILLed launcher leaves
+no node running. Exit status: 0 after a requested shutdown in which every node ended cleanly, else 1; 2 for bad
+arguments.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 class Stack:
-    def __init__(self, commands: list[tuple[str, list[str]]], grace: float) -> None:
-        self.commands, self.grace = commands, grace
+    def __init__(self, commands: list[tuple[str, list[str]]], grace: float, required: Sequence[str] = ()) -> None:
+        self.commands, self.grace, self.required = commands, grace, set(required)
         self.procs: dict[str, subprocess.Popen] = {}
         self.stopping = False
 
@@ -65,6 +68,10 @@ class Stack:
             for name, p in self.procs.items():
                 if name not in reported and p.poll() is not None:
                     reported.add(name)
+                    if name in self.required:
+                        _log(f"{name} (pid {p.pid}) exited with {p.returncode}: stopping the stack without it")
+                        self.stop()
+                        return 1
                     _log(f"{name} (pid {p.pid}) exited with {p.returncode}; the other nodes keep running")
             if len(reported) == len(self.procs):
                 _log("every node has exited")
@@ -110,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, cmd in commands:
             print(f"{name}: {subprocess.list2cmdline(cmd)}")
         return 0
-    stack = Stack(commands, args.grace)
+    stack = Stack(commands, args.grace, [node.name for node, _, _ in plan if node.required])
     signal.signal(signal.SIGINT, stack.request_stop)
     signal.signal(signal.SIGTERM, stack.request_stop)
     try:

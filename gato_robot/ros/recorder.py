@@ -45,8 +45,13 @@ RELIABLE_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, hi
 
 def message_class(msgtype: str) -> Any:
     """``pkg/msg/Type`` -> the rclpy message class (rosidl_runtime_py is not on PyPI)."""
-    pkg, _, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{pkg}.msg"), name)
+    parts = msgtype.split("/")
+    if len(parts) != 3 or parts[1] != "msg" or not all(parts):
+        raise ValueError(f"message type {msgtype!r} is not of the form pkg/msg/Type")
+    try:
+        return getattr(importlib.import_module(f"{parts[0]}.msg"), parts[2])
+    except (ImportError, AttributeError):
+        raise ValueError(f"message type {msgtype!r} is not installed here") from None
 
 
 def parse_topics(entries: Sequence[str], cameras: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -62,7 +67,12 @@ def parse_topics(entries: Sequence[str], cameras: Sequence[str]) -> dict[str, tu
                 raise ValueError(f"topic {parts[0]!r} is not in the contract; give its type as topic:pkg/msg/Type")
             out[parts[0]] = contract[parts[0]]
         else:
-            out[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else bag.RELIABLE)
+            kind = parts[2] if len(parts) > 2 else bag.RELIABLE
+            if len(parts) > 3 or not parts[0].startswith("/") or kind not in (bag.SENSOR, bag.RELIABLE):
+                raise ValueError(f"topic entry {e!r}: expected /topic or /topic:pkg/msg/Type[:{bag.SENSOR}|"
+                                 f"{bag.RELIABLE}]")
+            message_class(parts[1])  # refused here, not at the first message
+            out[parts[0]] = (parts[1], kind)
     return out
 
 
@@ -88,7 +98,12 @@ class RecorderNode(Node):
         self.connections: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
         self.written = 0
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise ValueError(f"output_dir {self.output_dir} exists and is not a folder")
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot create output_dir {self.output_dir}: {e}") from None
         for topic, (msgtype, kind) in self.topics.items():
             qos = SENSOR_QOS if kind == bag.SENSOR else RELIABLE_QOS
             self.create_subscription(message_class(msgtype), topic, lambda data, t=topic: self.on_message(t, data),

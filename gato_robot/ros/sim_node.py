@@ -17,7 +17,10 @@ next arm command and then steps the environment by one control period (50 ms of 
 deterministic and as fast as the pipeline. A robot does not wait forever: when no command arrives within
 ``lockstep_timeout_s`` (wall) it steps with zero velocity, as an arm whose command stream stopped. With
 ``lockstep: false`` it steps on a wall timer at the control rate with the newest command (zero velocity when
-the newest is older than ``command_timeout_s``).
+the newest is older than ``command_timeout_s``). ``hold_last_command: true`` makes the simulated arm behave like a
+ros2_control forward_command_controller, which has no timeout: the last velocity it received is applied forever
+(in lockstep, the timeout steps with the last command instead of zero). It exists so that tests can see what a
+dead controller leaves behind (a moving arm) and prove that the stack's stop paths command zero.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class SimNode(Node):
         self.lockstep = bool(d("lockstep", True, "step when a command arrives (true) or on a wall timer"))
         self.lockstep_timeout = float(d("lockstep_timeout_s", 0.5, "lockstep: step with zero after this (s)"))
         self.command_timeout = float(d("command_timeout_s", 0.1, "timer mode: older commands count as zero (s)"))
+        self.hold_last = bool(d("hold_last_command", False, "behave like a forward_command_controller without a "
+                                "timeout: the last arm command is applied until another arrives"))
         self.control_hz = float(d("control_hz", 20.0, "control rate (Hz): the sim time step is 1/control_hz"))
         self.episode_steps = int(d("episode_steps", 400, "steps per episode (the benchmark's 400 = 20 s)"))
         self.max_episodes = int(d("max_episodes", 0, "stop stepping after this many episodes (0: never)"))
@@ -182,10 +187,11 @@ class SimNode(Node):
             return
         if self.lockstep:
             if self.waiting_since is not None and time.monotonic() - self.waiting_since > self.lockstep_timeout:
-                self.velocity = np.zeros(4)
+                if not self.hold_last:
+                    self.velocity = np.zeros(4)
                 self.step()
         else:
-            if time.monotonic() - self.velocity_time > self.command_timeout:
+            if not self.hold_last and time.monotonic() - self.velocity_time > self.command_timeout:
                 self.velocity = np.zeros(4)
             self.step()
 
@@ -275,6 +281,9 @@ class SimNode(Node):
         self.waiting_since = time.monotonic() if self.lockstep else None
 
     def on_exit(self) -> None:
+        # what a real arm would still be doing: with hold_last_command (a forward controller without a timeout) it
+        # keeps applying this velocity after the stack is gone
+        self.get_logger().info(f"arm velocity command at exit: {json.dumps([float(v) for v in self.velocity])}")
         self.env.close()
 
 

@@ -34,13 +34,16 @@ class NodeSpec:
     module: str  # the same entry point as ``python -m <module>`` (what the launcher runs)
     sim_only: bool = False
     lifecycle: bool = False
+    # The stack stops when this node exits, for any reason: without its controller no node may go on driving the
+    # arm (the controller's guard has commanded zero; docs/ros.md, "What the stack guarantees when it is killed").
+    required: bool = False
 
 
 NODES: tuple[NodeSpec, ...] = (
     NodeSpec("gato_sim", "gato_sim_node", "gato_robot.ros.sim_node", sim_only=True),
     NodeSpec("gato_tokenizer", "gato_tokenizer_node", "gato_robot.ros.tokenizer_node"),
     NodeSpec("gato_policy", "gato_policy_node", "gato_robot.ros.policy_node", lifecycle=True),
-    NodeSpec("gato_controller", "gato_controller_node", "gato_robot.ros.controller_node"),
+    NodeSpec("gato_controller", "gato_controller_node", "gato_robot.ros.controller_node", required=True),
 )
 
 # Not one of NODES (the stack runs without it): added by the ``record`` launch argument.

@@ -241,3 +241,125 @@ def export_tiny_policy(root: Path, context: int = 512, seed: int = 0) -> Path:
     from gato_robot.model.export import export_random_policy  # lazily: only the export needs torch
 
     return export_random_policy(root, context=context, seed=seed)
+
+
+# -- whole stacks under a launcher, for the stop and kill scenarios (13-16) -----------------------------------
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+LAUNCHERS = ("ros2_launch", "gato_stack")
+
+
+@contextlib.contextmanager
+def subreaper() -> Iterator[None]:
+    """Make this process the child subreaper (Linux): nodes orphaned by a killed launcher become its children, so a
+    test can read their exit status (:func:`wait_pids`) instead of guessing it from their absence."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        reap_zombie_children()
+
+
+def reap_zombie_children() -> None:
+    """Reap exited children this process adopted (e.g. a killed controller's guard) and never waited for."""
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "Z" and int(fields[1]) == me:
+                os.waitpid(int(stat.parent.name), os.WNOHANG)
+
+
+def wait_pids(pids: Mapping[str, int], since: float, timeout: float) -> dict[str, tuple[int | None, float | None]]:
+    """name -> (exit code, seconds after ``since`` (monotonic) it was seen gone) for processes that are this
+    process's children (adopted by :func:`subreaper`) or not (then the code is None: only the time is known)."""
+    out: dict[str, tuple[int | None, float | None]] = {}
+    deadline = time.monotonic() + timeout
+    while len(out) < len(pids) and time.monotonic() < deadline:
+        for name, pid in pids.items():
+            if name in out:
+                continue
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    out[name] = (os.waitstatus_to_exitcode(status), time.monotonic() - since)
+            except ChildProcessError:  # not our child: reaped by its own parent once it is gone
+                if not Path(f"/proc/{pid}").exists():
+                    out[name] = (None, time.monotonic() - since)
+        time.sleep(0.02)
+    return {**out, **{n: (None, None) for n in pids if n not in out}}
+
+
+class LaunchedStack:
+    """The whole stack under ``ros2 launch gato_robot stack.launch.py`` (``launcher="ros2_launch"``, needs the
+    package built into ``install`` and the upstream launch packages) or ``gato-stack`` (``"gato_stack"``), in its
+    own session (process group): ``terminal_ctrl_c()`` is what a terminal's Ctrl-C does."""
+
+    def __init__(self, launcher: str, domain: int, log_path: Path, *, params_file: Path, model: Path,
+                 record: Path | None = None, command_interface: str = "twist", install: Path | None = None) -> None:
+        if launcher not in LAUNCHERS:
+            raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
+        self.launcher, self.log_path = launcher, log_path
+        if launcher == "ros2_launch":
+            if install is None:
+                raise ValueError("ros2 launch needs the colcon install space of the package (install=)")
+            args = ["sim:=true", f"model:={model}", f"params_file:={params_file}",
+                    f"command_interface:={command_interface}", *([f"record:={record}"] if record else [])]
+            cmd = ["bash", "-c", f'source "{install}/setup.bash" && exec ros2 launch gato_robot stack.launch.py '
+                   + " ".join(args)]
+        else:
+            cmd = [sys.executable, "-m", "gato_robot.ros.launcher", "--sim", "--model", str(model), "--params-file",
+                   str(params_file), "--command-interface", command_interface,
+                   *(["--record", str(record)] if record else [])]
+        env = ros_env(domain)
+        env.setdefault("AMENT_PREFIX_PATH", sys.prefix)  # the pip wheels keep their ament index in <venv>/share
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # ros2 (the kit's)
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def node_pids(self) -> dict[str, int]:
+        """Node name -> pid, from the launcher's own log lines."""
+        import re
+
+        text = self.log()
+        if self.launcher == "ros2_launch":  # "[INFO] [gato_controller_node-4]: process started with pid [6934]"
+            found = re.findall(r"\[(gato_\w+?)_node-\d+\]: process started with pid \[(\d+)\]", text)
+            return {name: int(pid) for name, pid in found}
+        return {name: int(pid) for name, pid in re.findall(r"started (gato_\w+) \(pid (\d+)\)", text)}
+
+    def node_exit_codes(self) -> dict[str, int]:
+        """Node name -> exit code as the launcher reported it (only for nodes it reaped itself)."""
+        import re
+
+        text = self.log()
+        if self.launcher == "ros2_launch":
+            codes = {n: 0 for n in re.findall(r"\[(gato_\w+?)_node-\d+\]: process has finished cleanly", text)}
+            codes |= {n: int(c) for n, c in re.findall(r"\[(gato_\w+?)_node-\d+\]: process has died \[pid \d+, "
+                                                       r"exit code (-?\d+)", text)}
+            return codes
+        return {n: int(c) for n, c in re.findall(r"(gato_\w+) \(pid \d+\) ended with (-?\d+)", text)}
+
+    def terminal_ctrl_c(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+    def signal_launcher(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def close(self) -> None:
+        """Make sure nothing is left: SIGKILL the launcher's group and every node it started."""
+        for pid in self.node_pids().values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._log.close()

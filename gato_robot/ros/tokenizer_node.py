@@ -30,6 +30,7 @@ from std_msgs.msg import Float64, Float64MultiArray, String
 
 from gato_robot.core import specs
 from gato_robot.core.gripper import GraspDetector
+from gato_robot.core.safety import MAX_FUTURE_S
 from gato_robot.core.sync import ApproximateSync, Status
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.ros import common, wire
@@ -49,6 +50,8 @@ class TokenizerNode(Node):
         self.control_hz = float(d("control_hz", 20.0, "control rate: at most one observation per 1/control_hz"))
         slop = float(d("slop_s", 0.025, "largest stamp distance of any input from the newest camera stamp (s)"))
         max_age = float(d("max_age_s", 0.15, "an input older than this (node clock - stamp) stops publishing (s)"))
+        max_future = float(d("max_future_s", MAX_FUTURE_S, "an input stamped further ahead of the node clock is "
+                             "refused (s)"))
         self.interface = d("command_interface", "twist", "arm command topic type: twist | forward_command")
         joint_topic = d("joint_states_topic", common.JOINT_STATES_TOPIC, "sensor_msgs/JointState topic")
         pose_topic = d("tool_pose_topic", common.TOOL_POSE_TOPIC, "geometry_msgs/PoseStamped tool pose topic")
@@ -70,7 +73,7 @@ class TokenizerNode(Node):
         self.encoder = wire.ObservationEncoder(self.tokenizer)  # the tokenizer's rows, images prepared on arrival
         self.camera_keys = [f"{specs.CAMERA_PREFIX}{c}" for c in cameras]
         self.sync = ApproximateSync([*self.camera_keys, JOINTS, POSE], self.camera_keys, slop=slop,
-                                    max_age=max_age, min_interval=0.9 / self.control_hz)
+                                    max_age=max_age, min_interval=0.9 / self.control_hz, max_future=max_future)
         self.previous_velocity = np.zeros(4)  # vx, vy, vz, yaw rate of the last arm command
         self.previous_gripper = 0.0
         self.grasp = GraspDetector()  # the grasp flag from the fingers (core.gripper): updated once per observation
@@ -79,6 +82,7 @@ class TokenizerNode(Node):
         self.reject_log = common.RejectLog(self)
         self.rejected = self.reject_log.counts  # what -> messages rejected, for diagnostics
         self._last_status: tuple[Status, str] | None = None
+        self.clock_resets = 0  # the sync's clock resets already logged
 
         self.pub = self.create_publisher(Image, common.OBSERVATION_TOPIC, common.PIPELINE_PUB_QOS)
         self.diag = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
@@ -105,7 +109,7 @@ class TokenizerNode(Node):
     def on_camera(self, key: str, msg: Image) -> None:
         try:
             pixels = self.encoder.camera_pixels(key, common.image_rgb(msg))  # resized + patch order, now
-            self.sync.add(key, common.stamp_to_sec(msg.header.stamp), pixels)
+            self.sync.add(key, common.stamp_to_sec(msg.header.stamp), pixels, self.clock())
         except ValueError as e:
             self._reject(f"image on {key}", e)
             return
@@ -119,7 +123,7 @@ class TokenizerNode(Node):
             dq = wire.joint_vector(msg.name, msg.velocity, self.arm_joints, "velocity")
             fq = wire.joint_vector(msg.name, msg.position, self.finger_joints, "position")
             fdq = wire.joint_vector(msg.name, msg.velocity, self.finger_joints, "velocity")
-            self.sync.add(JOINTS, common.stamp_to_sec(msg.header.stamp), (q, dq, fq, fdq))
+            self.sync.add(JOINTS, common.stamp_to_sec(msg.header.stamp), (q, dq, fq, fdq), self.clock())
         except ValueError as e:
             self._reject("joint_states", e)
             return
@@ -133,7 +137,7 @@ class TokenizerNode(Node):
                 raise ValueError("non-finite tool pose")
             if abs(np.linalg.norm(pose[3:]) - 1.0) > 1e-3:
                 raise ValueError(f"tool orientation is not a unit quaternion (norm {np.linalg.norm(pose[3:]):.4f})")
-            self.sync.add(POSE, common.stamp_to_sec(msg.header.stamp), pose)
+            self.sync.add(POSE, common.stamp_to_sec(msg.header.stamp), pose, self.clock())
         except ValueError as e:
             self._reject("tool_pose", e)
             return
@@ -166,9 +170,18 @@ class TokenizerNode(Node):
             self.previous_gripper = 0.0
             self.grasp.reset()
 
+    def clock(self) -> float | None:
+        """The node clock for the sync's clock checks; None while sim time has not started (no /clock yet): then
+        nothing can be judged future or stale, as before the first tick of a robot's clock."""
+        now = common.now_sec(self)
+        return None if now == 0.0 else now
+
     # -- output ------------------------------------------------------------------------------------------
     def try_publish(self) -> None:
         outcome = self.sync.poll(common.now_sec(self))
+        if self.sync.clock_resets != self.clock_resets:
+            self.clock_resets = self.sync.clock_resets
+            self.get_logger().warning("the clock went back: synchronisation restarted on the new timeline")
         if outcome.status is Status.STALE:
             self.rejected["stale"] = self.rejected.get("stale", 0) + 1
         if outcome.status is Status.STALE:
