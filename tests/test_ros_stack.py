@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -197,3 +198,36 @@ def test_node_processes_spin_the_events_executor_where_rclpy_has_it(monkeypatch)
             common.make_executor(context)
     finally:
         context.try_shutdown()
+
+
+# -- bad input at the command line (issue 28): one clear line, exit 2, no traceback ----------------------------
+def run_node(module: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    pytest.importorskip("rclpy")
+    env = {**os.environ, "ROS_DOMAIN_ID": "97", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env=env)
+
+
+@pytest.mark.parametrize(("module", "param"), [
+    ("gato_robot.ros.controller_node", "control_hz:=abc"), ("gato_robot.ros.tokenizer_node", "image_size:=abc"),
+    ("gato_robot.ros.sim_node", "seed:=1.5"), ("gato_robot.ros.policy_node", "temperature:=abc"),
+    ("gato_robot.ros.recorder", "chunk_size:=x"), ("gato_robot.ros.controller_node", "start_armed:=3"),
+])
+def test_a_wrong_typed_parameter_is_one_line_and_exit_2(module, param, tmp_path):
+    out = run_node(module, "--ros-args", "-p", param, tmp_path=tmp_path)
+    name = param.split(":=")[0]
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"[FATAL] ValueError: parameter '{name}' must be" in out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_gato_record_refuses_a_file_as_out_and_bad_topics(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args, says in ((["--out", str(afile)], "exists and is not a folder"),
+                       (["--out", str(tmp_path / "logs"), "--topics", "/a:not_a_type"], "is not of the form"),
+                       (["--out", str(tmp_path / "logs"), "--topics", "/a:nopkg_msgs/msg/Nope"], "is not installed"),
+                       (["--out", str(tmp_path / "logs"), "--topics", "/gato/nope"], "is not in the contract")):
+        out = run_node("gato_robot.ros.recorder", *args, tmp_path=tmp_path)
+        assert out.returncode == 2 and says in out.stderr, out.stderr
+        assert "Traceback" not in out.stdout + out.stderr

@@ -22,6 +22,12 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterException,
+    ParameterUninitializedException,
+)
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -83,10 +89,41 @@ def now_sec(node: Node) -> float:
 
 # -- parameters ---------------------------------------------------------------------------------------------
 def declare(node: Node, name: str, default: Any, description: str, read_only: bool = True) -> Any:
-    """Declare a parameter with a descriptor; return its value (from the parameter file if given there)."""
-    value = node.declare_parameter(
-        name, default, ParameterDescriptor(description=description, read_only=read_only)).value
-    return list(value) if isinstance(value, (list, tuple)) else value
+    """Declare a parameter with a descriptor; return its value (from the parameter file if given there), of the
+    default's type. A value of another type (``-p image_size:=abc``) is a ValueError naming the parameter (one
+    line and exit 2 from :func:`run`, where rclpy would raise its own exception with a traceback); an integer
+    where a float is expected (``-p control_hz:=20``) is taken as the float."""
+    try:
+        value = node.declare_parameter(name, default, ParameterDescriptor(
+            description=description, read_only=read_only, dynamic_typing=True)).value
+    except (ParameterException, ParameterUninitializedException, InvalidParameterTypeException,
+            InvalidParameterValueException) as e:
+        raise ValueError(f"parameter {name!r}: {e}") from None
+    return typed_parameter(name, value, default)
+
+
+def _kind(default: Any) -> tuple[tuple[type, ...], str]:
+    if isinstance(default, bool):
+        return (bool,), "true or false"
+    if isinstance(default, int):
+        return (int,), "an integer"
+    if isinstance(default, float):
+        return (int, float), "a number"
+    return (str,), "a string"
+
+
+def typed_parameter(name: str, value: Any, default: Any) -> Any:
+    """``value`` checked against the type of ``default`` (scalars, or lists of the default's element type)."""
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"parameter {name!r} must be a list, got {value!r}")
+        if not default:
+            return list(value)
+        return [typed_parameter(f"{name}[{i}]", v, default[0]) for i, v in enumerate(value)]
+    types, what = _kind(default)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise ValueError(f"parameter {name!r} must be {what}, got {value!r}")
+    return float(value) if isinstance(default, float) else value
 
 
 # -- messages -----------------------------------------------------------------------------------------------
