@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 
 from gato_robot.logs import bag
@@ -71,10 +72,12 @@ def play(node: Node, messages: list[bag.LogMessage], rate: float, clock_hz: floa
                 stamp = t0_log * 1e-9 + next_clock
                 clock_pub.publish(Clock(clock=common.sec_to_stamp(stamp)))
                 next_clock += 1.0 / clock_hz
-            if now >= due:
+            if now >= due or common.STOP.requested:
                 break
             if due - now > SPIN_BEFORE_S:
                 time.sleep(min(due - now - SPIN_BEFORE_S, 0.01))
+        if common.STOP.requested:
+            return errors[:i]
         pubs[m.topic].publish(m.data)
         errors[i] = time.monotonic() - due
     return errors
@@ -93,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for d in report.damage:
         print(f"[gato-replay] damage: {d} (playing what precedes it)", file=sys.stderr)
     messages.sort(key=lambda m: m.log_time)  # ros2 bag play order: receive time
-    rclpy.init(args=["gato-replay", *ros_args])
+    stop = common.STOP.install()  # Ctrl-C ends the replay between two messages, never inside a publish
+    rclpy.init(args=["gato-replay", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
     node = Node("gato_replayer")
     code = 0
     try:
@@ -103,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             while time.monotonic() < deadline and any(node.count_subscribers(t) == 0 for t in names):
                 time.sleep(0.05)
         errors = play(node, messages, args.rate, args.clock_hz)
+        if stop.requested:
+            code = 130
         ms = np.abs(errors) * 1e3 if errors.size else np.zeros(1)
         stats = {"log": str(args.log), "messages": len(messages), "rate": args.rate,
                  "duration_s": (messages[-1].log_time - messages[0].log_time) * 1e-9 / args.rate if messages else 0,
@@ -112,8 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(stats), flush=True)
         if args.report:
             Path(args.report).write_text(json.dumps(stats, indent=1))
-    except KeyboardInterrupt:
-        code = 130
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
