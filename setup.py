@@ -37,6 +37,9 @@ EXTRAS = {
             "matplotlib>=3.8", "tqdm>=4.60"],
     "train": TORCH + ["h5py>=3.10", "tqdm>=4.60", "tensorboard>=2.15"],
     "ros-wheels": ROS_WHEELS,
+    # signed models (gato_robot.runtime.trust): OpenSSF model-signing, offline elliptic-curve keys. Its 1.1.1
+    # imports pyOpenSSL (OpenSSL.crypto) at import without declaring it, so it is listed here.
+    "signing": ["model-signing>=1.1,<1.2", "pyopenssl>=24"],
     "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.8", "colcon-common-extensions>=0.3"],  # colcon: build test
     # issue 8's domains: BabyAI (minigrid, pulls pygame-ce), Meta-World (pins its MuJoCo), PNG/JPEG reading
     "domains": ["minigrid>=3.0", "metaworld>=3.1", "imageio>=2.30", "h5py>=3.10"],
@@ -44,7 +47,7 @@ EXTRAS = {
     "logs": ["rosbags>=0.11", "mcap>=1.6", "h5py>=3.10", "imageio>=2.30", "imageio-ffmpeg>=0.5", "matplotlib>=3.8"],
 }
 # Everything this project's CI machine (no ROS install, no GPU) needs.
-DEV = ("export", "onnx", "data", "sim", "train", "ros-wheels", "test", "domains", "logs")
+DEV = ("export", "onnx", "data", "sim", "train", "ros-wheels", "test", "domains", "logs", "signing")
 EXTRAS["dev"] = sorted({r for k in DEV for r in EXTRAS[k]})
 
 setup(
@@ -76,6 +79,7 @@ setup(
             "gato-token-layout = gato_robot.cli.demo:layout_main",
             "gato-export-onnx = gato_robot.model.export:main",
             "gato-import-onnx = gato_robot.model.from_onnx:main",
+            "gato-sign-model = gato_robot.runtime.trust:main",
             "gato-train = gato_robot.training.train:main",
             "gato-stack = gato_robot.ros.launcher:main",
             "gato_tokenizer_node = gato_robot.ros.tokenizer_node:main",

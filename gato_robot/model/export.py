@@ -228,6 +228,9 @@ def export_onnx(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *
                       "dtype": "float32"},
             "source_checkpoint": str(checkpoint_dir.resolve()), "initializers_checked_finite": n_checked,
         }
+        from gato_robot.runtime.trust import bind_fields
+
+        bind_fields(staging / ONNX_FILE, fields)  # the fields, inside the file the manifest hashes (format 2)
         write_manifest(staging, files, **fields)
         if parity_steps > 0:
             result = check_parity(model, spec, tokenizer, staging, steps=parity_steps, tolerance=parity_tolerance,
@@ -271,7 +274,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="weights, activations and cache (16-bit: model/export_fused.py, parity over whole episodes)")
     ap.add_argument("--attention", default="plain", choices=("plain", "fused"),
                     help="fused: ONNX Runtime's GroupQueryAttention appending in place (model/export_fused.py)")
+    ap.add_argument("--sign-key", type=Path, default=None, metavar="PRIVATE_KEY_PEM",
+                    help="sign the exported folder with this elliptic-curve private key (writes OUT/model.sig; "
+                         "gato_robot.runtime.trust)")
     args = ap.parse_args(argv)
+    if args.sign_key is not None and not args.sign_key.is_file():  # before minutes of export
+        ap.error(f"--sign-key {args.sign_key}: no such private key file")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if (args.dtype, args.attention) == ("fp32", "plain"):  # the reference path
@@ -281,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
 
             out = export_onnx_fast(args.checkpoint, args.out, attention=args.attention, dtype=args.dtype,
                                    opset=args.opset, parity_steps=args.parity_steps)
+        from gato_robot.runtime.trust import SIGNATURE_FILE, sign_model
+
+        if args.sign_key is not None:
+            print(f"signed with {args.sign_key}: {sign_model(out, args.sign_key)}")
+        elif (out / SIGNATURE_FILE).exists():  # an earlier export's signature no longer matches the new files
+            (out / SIGNATURE_FILE).unlink()
+            print(f"removed the earlier export's {out / SIGNATURE_FILE}: it does not cover these files")
     except (ValueError, FileNotFoundError) as e:
         print(f"gato-export-onnx: {e}", file=sys.stderr)
         return 2

@@ -4,9 +4,12 @@ Same protocol as ``gato_robot.model.policy.TorchPolicy``: ``state = policy.initi
 ``action, state = policy.step(observation, state)`` every control step (the step layout is
 ``gato_robot.core.stepping``).
 
-Loading: the manifest (``gato_robot.core.manifest``) is verified before a session is created; a missing,
-truncated or changed file is refused with ``ModelIntegrityError``. An observation that does not match the
-spec is refused by the tokenizer (ValueError naming the key) before anything runs.
+Loading (``gato_robot.runtime.trust``, the one loader every entry point goes through; :func:`load_policy`):
+before a session is created, the signature when a trusted public key is given (``trusted_key``), the sha256 of
+every file and every manifest field are checked; once the session exists, the manifest is compared with the
+graph (the fields bound into it at export, its inputs, outputs and cache shapes). A refused model raises
+``ModelIntegrityError`` (a ValueError) naming the file or field. An observation that does not match the spec is
+refused by the tokenizer (ValueError naming the key) before anything runs.
 
 Providers: ``providers="auto"`` takes the CUDA execution provider when this onnxruntime build has it and a
 session on it can be created, and the CPU provider otherwise; the choice, and why CUDA was not taken, is
@@ -33,11 +36,12 @@ import numpy as np
 import onnxruntime as ort
 
 from gato_robot.core import vocab
-from gato_robot.core.manifest import ModelIntegrityError, verify_manifest
+from gato_robot.core.manifest import ModelIntegrityError
 from gato_robot.core.sequence import TokenBlock, collate, windows
 from gato_robot.core.specs import RobotSpec
 from gato_robot.core.stepping import action_token, observation_chunk, pending_token, softmax_sample
 from gato_robot.core.tokenizer import Tokenizer
+from gato_robot.runtime.trust import check_graph, open_model
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ ONNX_FILE = "model.onnx"
 TOKEN_INPUTS = ("tokens", "patches", "patch_row", "patch_col", "local_pos", "is_image")
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
-__all__ = ["ModelIntegrityError", "OnnxPolicy", "OnnxPolicyState"]
+__all__ = ["ModelIntegrityError", "OnnxPolicy", "OnnxPolicyState", "load_policy"]
 
 
 @dataclasses.dataclass
@@ -101,15 +105,18 @@ class OnnxPolicy:
     def __init__(self, directory: str | os.PathLike, *, providers: str = "auto", tokenizer: Tokenizer | None = None,
                  temperature: float = 0.0, seed: int = 0, cuda_graph: bool = False, device_id: int = 0,
                  intra_op_threads: int = 0, warmup: bool = True,
-                 prompt: TokenBlock | list[tuple[Mapping[str, Any], Any]] | None = None) -> None:
+                 prompt: TokenBlock | list[tuple[Mapping[str, Any], Any]] | None = None,
+                 trusted_key: str | os.PathLike | None = None) -> None:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
         if providers not in ("auto", "cuda", "cpu"):
             raise ValueError(f"providers must be 'auto', 'cuda' or 'cpu', got {providers!r}")
         self.directory = Path(directory)
-        self.manifest = verify_manifest(self.directory)  # before any file is parsed
-        if ONNX_FILE not in self.manifest["files"]:
-            raise ModelIntegrityError(f"{self.directory}: the manifest does not list {ONNX_FILE}")
+        self.trusted_key = Path(trusted_key) if trusted_key else None  # None: origin not checked
+        self.manifest = open_model(self.directory, self.trusted_key)  # signature, sha256, fields: before any parse
+        self.session, self.provider = _create_session(
+            self.directory / ONNX_FILE, providers, device_id, cuda_graph, intra_op_threads)
+        check_graph(self.manifest, self.session, self.directory)  # the fields bound at export, inputs, shapes
         self.spec = RobotSpec.from_dict(self.manifest["spec"])
         self.tokenizer = tokenizer if tokenizer is not None else Tokenizer.from_settings(
             self.spec, self.manifest.get("tokenizer"))
@@ -135,12 +142,11 @@ class OnnxPolicy:
         self.max_append = int(cache["max_append"])
         self.logits_lo, self.logits_hi = self.manifest["logits_range"]
         self.ranges = self.tokenizer.action_token_ranges()
-        if min(lo for lo, _ in self.ranges) < self.logits_lo or max(hi for _, hi in self.ranges) > self.logits_hi:
-            raise ValueError("the tokenizer's action ids fall outside the exported logits range")
+        if [min(lo for lo, _ in self.ranges), max(hi for _, hi in self.ranges)] != [self.logits_lo, self.logits_hi]:
+            raise ModelIntegrityError(f"{self.directory}: manifest field 'logits_range' {self.manifest['logits_range']} "
+                                      "is not the spec's action token range")
         if self.spec.max_timestep_tokens + 1 > self.context:
             raise ValueError(f"a timestep of {self.spec.name!r} does not fit the model's context of {self.context}")
-        self.session, self.provider = _create_session(
-            self.directory / ONNX_FILE, providers, device_id, cuda_graph, intra_op_threads)
         self.device = "cuda" if self.provider == CUDA else "cpu"
         self.device_id = device_id if self.device == "cuda" else 0
         self.cuda_graph = cuda_graph and self.device == "cuda"
@@ -310,4 +316,22 @@ def _create_session(path: Path, providers: str, device_id: int, cuda_graph: bool
         if providers == "cuda":
             raise RuntimeError(f"CUDA execution was required but is unavailable: {reason}")
         log.warning("OnnxPolicy falls back to the CPU provider: %s", reason)
-    return ort.InferenceSession(str(path), options, providers=[CPU]), CPU
+    try:
+        return ort.InferenceSession(str(path), options, providers=[CPU]), CPU
+    except Exception as e:  # onnxruntime's errors (InvalidGraph, Fail, ...) derive from Exception only
+        raise ModelIntegrityError(f"{path}: ONNX Runtime cannot load the graph: {type(e).__name__}: {e}") from e
+
+
+def load_policy(directory: str | os.PathLike, *, trusted_key: str | os.PathLike | None = None,
+                **kw: Any) -> OnnxPolicy:
+    """The exported policy in ``directory``, refused (ModelIntegrityError, a ValueError naming the file or field)
+    unless its files, manifest and graph agree and, when ``trusted_key`` (a PEM public key) is given, it is
+    signed by the matching private key. Any other failure of a hand-edited manifest is reported the same way,
+    never as a bare TypeError. Other keywords go to :class:`OnnxPolicy`. The policy node, the benchmark and the
+    demo load through here."""
+    try:
+        return OnnxPolicy(directory, trusted_key=trusted_key, **kw)
+    except (ModelIntegrityError, RuntimeError):  # RuntimeError: providers="cuda" without CUDA
+        raise
+    except (TypeError, KeyError, AttributeError, IndexError) as e:  # a field check missed this: still refuse clearly
+        raise ModelIntegrityError(f"{directory}: refused: {type(e).__name__}: {e}") from e
