@@ -231,3 +231,14 @@ def test_gato_record_refuses_a_file_as_out_and_bad_topics(tmp_path):
         out = run_node("gato_robot.ros.recorder", *args, tmp_path=tmp_path)
         assert out.returncode == 2 and says in out.stderr, out.stderr
         assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_gato_stack_and_gato_replay_refuse_a_missing_or_empty_path(tmp_path):
+    for module, args, says in (
+            ("gato_robot.ros.launcher", ["--sim", "--model", str(tmp_path / "missing")], "no such folder"),
+            ("gato_robot.ros.launcher", ["--sim", "--model", str(tmp_path)], "not an exported policy"),
+            ("gato_robot.ros.replayer", [str(tmp_path / "missing")], "no such file or folder"),
+            ("gato_robot.ros.replayer", [str(tmp_path)], "no .mcap files")):
+        out = run_node(module, *args, tmp_path=tmp_path)
+        assert out.returncode == 2 and says in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stdout + out.stderr

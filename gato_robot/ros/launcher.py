@@ -20,7 +20,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
+from gato_robot.core.manifest import MANIFEST
 from gato_robot.ros.stack import COMMAND_INTERFACES, LAUNCH_ARGUMENTS, node_plan, ros_arguments
 
 POLL_S = 0.1
@@ -110,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          record=args.record, temperature=args.temperature)
     except ValueError as e:
         _log(f"error: {e}")
+        return 2
+    model = Path(args.model).expanduser() if args.model else None
+    if model is not None and not args.dry_run and not (model / MANIFEST).is_file():
+        _log(f"error: --model {args.model}: " + ("no such folder" if not model.is_dir() else
+                                                 f"not an exported policy (no {MANIFEST}; gato-export-onnx writes one)"))
         return 2
     commands = [(node.name, [sys.executable, "-m", node.module, *ros_arguments(node, params, overrides)])
                 for node, params, overrides in plan]

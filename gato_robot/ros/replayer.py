@@ -88,11 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ros_args = argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
     args = parse_args(argv[: len(argv) - len(ros_args)])
     topics = [t for t in args.topics.split(",") if t] or None
-    try:
-        messages, report = bag.read_log(args.log, topics)
-    except FileNotFoundError as e:
-        print(f"[gato-replay] error: {e}", file=sys.stderr)
+    problem = bag.log_path_problem(args.log)
+    if problem is not None:
+        print(f"[gato-replay] error: {problem}", file=sys.stderr)
         return 2
+    messages, report = bag.read_log(args.log, topics)
     for d in report.damage:
         print(f"[gato-replay] damage: {d} (playing what precedes it)", file=sys.stderr)
     messages.sort(key=lambda m: m.log_time)  # ros2 bag play order: receive time
