@@ -5,6 +5,8 @@
 Writes ``results.json`` (every episode), ``results.md`` (success per triplet with Wilson 95% intervals, beside
 DeepMind's state-based MPO specialists), ``success.png`` (bar chart) and ``episodes.mp4`` (a few episodes).
 Success is the episode rule of success.py (stacked for >= 1 s at any time); ``stacked_at_end`` is reported too.
+``--trusted-key PUBLIC_KEY_PEM`` refuses exported policies not signed by its private key (``model.sig``,
+``gato_robot.runtime.trust``), checked once before any worker starts.
 """
 
 from __future__ import annotations
@@ -164,8 +166,36 @@ def bar_chart(rows: list[dict[str, Any]], policy: str, path: Path) -> None:
     plt.close(fig)
 
 
+def model_dirs(policy: str) -> list[Path] | None:
+    """The exported policy folders a policy name loads (``onnx:DIR``, ``ensemble:DIR,DIR``, under ``markov:``);
+    [] for the scripted and random policies; None for a torch checkpoint (not an exported, signable folder)."""
+    name = policy.split(":", 1)[1] if policy.startswith("markov:") else policy
+    if name.startswith("onnx:"):
+        return [Path(name.split(":", 1)[1])]
+    if name.startswith("ensemble:"):
+        return [Path(d) for d in name.split(":", 1)[1].split(",")]
+    return None if name.startswith("torch:") else []
+
+
+def check_models(policy: str, trusted_key: Path | None) -> None:
+    """Load every exported policy the name uses once, through ``load_policy`` (signature when ``trusted_key`` is
+    given, manifest, fields, graph); raises ValueError (ModelIntegrityError) saying why one is refused."""
+    dirs = model_dirs(policy)
+    if dirs is None:
+        if trusted_key is not None:
+            raise ValueError(f"--trusted-key checks signed ONNX exports; {policy} is a torch checkpoint, not one")
+        return
+    if dirs:
+        from gato_robot.runtime.onnx_policy import load_policy
+
+        for d in dirs:
+            load_policy(d, trusted_key=trusted_key, providers="cpu", warmup=False, intra_op_threads=1)
+
+
 def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path, seed: int = 0,
-        video_episodes: int = 2, images: bool | None = None, temperature: float = 0.0) -> list[dict[str, Any]]:
+        video_episodes: int = 2, images: bool | None = None, temperature: float = 0.0,
+        trusted_key: Path | None = None) -> list[dict[str, Any]]:
+    check_models(policy, trusted_key)  # a refused model stops the run here, before any worker starts
     make_policy(policy, temperature=temperature)  # fail fast on a bad policy name, before starting processes
     images = (not needs_privileged(policy)) if images is None else images
     out.mkdir(parents=True, exist_ok=True)
@@ -241,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead of running: merge these benchmark folders (same policy, disjoint seeds) into --out")
     ap.add_argument("--temperature", type=float, default=0.0,
                     help="model policies: 0 greedy; 1 samples the actions as Gato does (each episode seeded by its seed)")
+    ap.add_argument("--trusted-key", type=Path, default=None, metavar="PUBLIC_KEY_PEM",
+                    help="refuse ONNX policies not signed by this key's private key (model.sig; gato-sign-model)")
     args = ap.parse_args(argv)
     if args.merge:
         try:
@@ -255,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.episodes < 1 or args.workers < 1:
             raise ValueError("--episodes and --workers must be at least 1")
         rows = run(args.policy, objects.expand_triplets(args.triplets), args.episodes, args.workers, args.out,
-                   args.seed, args.video_episodes, temperature=args.temperature)
+                   args.seed, args.video_episodes, temperature=args.temperature, trusted_key=args.trusted_key)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

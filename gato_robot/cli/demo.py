@@ -92,14 +92,30 @@ def layout_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def check_model(model: Path, trusted_key: Path | None) -> bool:
+    """Load the policy once, as the stack and the benchmark will (``load_policy``: signature when a trusted key
+    is given, manifest, fields, graph), before anything runs; False after one line on stderr saying why not."""
+    from gato_robot.runtime.onnx_policy import load_policy
+
+    try:
+        load_policy(model, trusted_key=trusted_key, providers="cpu", warmup=False)
+    except (ValueError, OSError) as e:  # ModelIntegrityError is a ValueError
+        print(f"gato-demo: refused the policy {model}: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     from gato_robot.runtime.shipped import SHIPPED_TEMPERATURE, shipped_model_dir
 
     ap = argparse.ArgumentParser(prog="gato-demo", description="\n\n".join(__doc__.split("\n\n")[1:3]),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="where results and videos go")
-    ap.add_argument("--model", type=Path, default=None,
+    ap.add_argument("--model", default=None,
                     help="exported ONNX policy directory (default: the shipped models/rgb_stacking_mini)")
+    ap.add_argument("--trusted-key", type=Path, default=None, metavar="PUBLIC_KEY_PEM",
+                    help="refuse a policy that is not signed by this key's private key (model.sig; "
+                         "gato-sign-model); default: the origin is not checked")
     ap.add_argument("--random-model", action="store_true",
                     help="instead: a random-weight tiny policy exported on the spot (it moves the arm, cannot stack)")
     ap.add_argument("--temperature", type=float, default=SHIPPED_TEMPERATURE,
@@ -121,20 +137,32 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.model is not None and not args.model.strip():
+        print("gato-demo: --model is empty; give an exported policy directory, or leave --model out for the "
+              "shipped policy", file=sys.stderr)
+        return 2
+    if args.model is not None and args.random_model:
+        ap.error("--model and --random-model exclude each other")
+    if args.model is not None and not check_model(Path(args.model), args.trusted_key):
+        return 2
     print(VOCAB_TABLE)
     print_layout(2)
     args.out.mkdir(parents=True, exist_ok=True)
-    model = args.model
+    model = Path(args.model) if args.model is not None else None
     if args.random_model:
         print("\n--random-model: exporting a random-weight tiny policy (it moves the arm; it cannot stack)")
         from gato_robot.model.export import export_random_policy
 
         model = export_random_policy(args.out / "untrained_tiny", parity_steps=3)
+        if not check_model(model, args.trusted_key):
+            return 2
     elif model is None:
         model = shipped_model_dir()
         if model is None:
             print("gato-demo: the shipped policy (models/rgb_stacking_mini) is missing from this install; pass "
                   "--model DIR (an exported policy) or --random-model", file=sys.stderr)
+            return 2
+        if not check_model(model, args.trusted_key):
             return 2
         print(f"\npolicy: the shipped {model.name} ({model}); actions sampled at temperature {args.temperature:g}")
     outputs = []
@@ -158,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         name = f"onnx:{model}"
         print(f"\n{name}: {args.policy_episodes} benchmark episodes on each test triplet (video of the first)")
         rows = run(name, list(TEST_TRIPLETS), args.policy_episodes, workers=2, out=args.out / "policy",
-                   video_episodes=1, temperature=args.temperature)
+                   video_episodes=1, temperature=args.temperature, trusted_key=args.trusted_key)
         print(table(rows, policy_label(name, args.temperature)))
         outputs += ["policy/results.md", "policy/success.png", "policy/episodes.mp4"]
         episodes = load_results(args.out / "policy", allow_empty=True)["episodes"]

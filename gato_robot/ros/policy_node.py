@@ -1,7 +1,9 @@
 """Policy node (lifecycle): tokenized observations -> action tokens, with the history kept across steps.
 
-- configure: load the exported ONNX policy (its sha256 manifest is verified before a session exists) and warm
-  it up; a refused model leaves the node unconfigured with the reason logged.
+- configure: load the exported ONNX policy through ``gato_robot.runtime.onnx_policy.load_policy`` (signature
+  when ``trusted_public_key`` is set, sha256 manifest and every field before a session exists, the graph
+  against the manifest after) and warm it up; a refused model leaves the node unconfigured with one error
+  line saying why (:func:`load_or_refuse`).
 - activate: start stepping on /gato/observation; deactivate: stop (the controller's watchdog then stops the arm).
 - the history (KV cache) resets on /gato/policy/reset (std_srvs/Trigger), at an episode boundary
   (/gato/episode_status's ``episode`` changes) and when observation stamps go backwards or jump by more than
@@ -17,6 +19,7 @@ from __future__ import annotations
 import collections
 import sys
 import time
+from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -28,11 +31,28 @@ from std_srvs.srv import Trigger
 from gato_robot.ros import common, wire
 
 
+def load_or_refuse(logger: Any, model_dir: str, trusted_key: str = "", **kw: Any) -> Any:
+    """The policy in ``model_dir`` (``load_policy``), or None after exactly one error line on ``logger`` saying
+    why it was refused: whatever a damaged, edited, unsigned or untrusted model raises."""
+    if not model_dir:
+        logger.error("no model: set the parameter model_dir (launch argument model:=DIR)")
+        return None
+    try:
+        from gato_robot.runtime.onnx_policy import load_policy  # lazily: onnxruntime loads only here
+
+        return load_policy(model_dir, trusted_key=trusted_key or None, **kw)
+    except Exception as e:  # a refused model is named in the log, never a silent failure (issue 28)
+        logger.error(f"refused to load the policy from {model_dir}: {type(e).__name__}: {e}")
+        return None
+
+
 class PolicyNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__("gato_policy")
         d = lambda *a: common.declare(self, *a)  # noqa: E731
         self.model_dir = d("model_dir", "", "exported ONNX policy directory (model.onnx + manifest.json)")
+        self.trusted_key = str(d("trusted_public_key", "", "PEM public key: refuse a model not signed by its "
+                                 "private key (model.sig; empty: the origin is not checked)"))
         self.providers = d("providers", "auto", "ONNX Runtime providers: auto | cpu | cuda")
         self.threads = int(d("intra_op_threads", 0, "ONNX Runtime intra-op threads (0: its default)"))
         self.temperature = float(d("temperature", 0.0, "sampling temperature (0: greedy)"))
@@ -62,25 +82,20 @@ class PolicyNode(LifecycleNode):
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
-        from gato_robot.runtime.onnx_policy import OnnxPolicy  # lazily: onnxruntime loads only here
-
-        if not self.model_dir:
-            self.get_logger().error("no model: set the parameter model_dir (launch argument model:=DIR)")
-            return TransitionCallbackReturn.FAILURE
         t0 = time.perf_counter()
-        try:
-            self.policy = OnnxPolicy(self.model_dir, providers=self.providers, intra_op_threads=self.threads,
-                                     temperature=self.temperature, seed=self.seed, warmup=True)
-        except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:  # ModelIntegrityError: a ValueError
-            self.get_logger().error(f"refused to load the policy from {self.model_dir}: {type(e).__name__}: {e}")
-            self.policy = None
+        self.policy = load_or_refuse(self.get_logger(), self.model_dir, self.trusted_key, providers=self.providers,
+                                     intra_op_threads=self.threads, temperature=self.temperature, seed=self.seed,
+                                     warmup=True)
+        if self.policy is None:
             return TransitionCallbackReturn.FAILURE
         self.state = self.policy.initial_state()
         self.pub = self.create_lifecycle_publisher(Image, common.ACTION_TOKENS_TOPIC, common.PIPELINE_PUB_QOS)
         self.obs_sub = self.create_subscription(Image, common.OBSERVATION_TOPIC, self.on_observation,
                                                 common.PIPELINE_QOS)
         self.get_logger().info(
-            f"loaded {self.model_dir} (manifest verified, spec {self.policy.spec.name}) on {self.policy.provider}, "
+            f"loaded {self.model_dir} (manifest verified, "
+            f"{f'signature verified with {self.trusted_key}' if self.trusted_key else 'origin not checked'}, "
+            f"spec {self.policy.spec.name}) on {self.policy.provider}, "
             f"warmed up in {time.perf_counter() - t0:.2f} s")
         return TransitionCallbackReturn.SUCCESS
 
