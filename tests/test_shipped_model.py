@@ -22,6 +22,10 @@ def test_the_checkout_ships_the_default_model_intact():
     model = shipped_model_dir()
     assert model is not None and model.name == SHIPPED_MODEL
     manifest = verify_manifest(model)  # sha256 of model.onnx: catches a truncated file or an LFS pointer
+    assert manifest["format_version"] == 2  # its fields are bound into model.onnx (runtime.trust.check_graph)
+    from gato_robot.runtime.onnx_policy import load_policy
+
+    assert load_policy(model, providers="cpu", warmup=False).markov  # every field and the graph check out
     assert manifest["model"]["markov"] is True  # the shipped policy is memoryless; the policies restart per step
     assert (model / "model.onnx").stat().st_size < 40 * 2**20  # keep the repository lean
     card = (model / "README.md").read_text()
