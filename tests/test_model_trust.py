@@ -365,3 +365,56 @@ def test_the_benchmark_refuses_an_untrusted_model_before_any_episode(exported, k
     assert not (out / "results.json").exists()
     assert main(["--policy", "torch:ckpt", *argv[2:]]) == 2
     assert "torch checkpoint" in capsys.readouterr().err
+
+
+_NODE_SCRIPT = """
+import sys
+import rclpy
+from gato_robot.ros.policy_node import PolicyNode
+
+for model_dir, key in zip(sys.argv[1::2], sys.argv[2::2]):
+    trust = ["-p", f"trusted_public_key:={key}"] if key != "-" else []
+    rclpy.init(args=["--ros-args", "-p", f"model_dir:={model_dir}", "-p", "providers:=cpu", *trust])
+    node = PolicyNode()
+    print(f"RESULT {model_dir} policy={node.policy is not None} active={node.active}", flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+"""
+
+
+@pytest.mark.ros
+def test_scenario_19_the_real_policy_node_logs_each_refusal_once_and_stays_unconfigured(exported, keys, tmp_path):
+    """The real lifecycle node (rclpy, autostart): each refused model gives exactly one [ERROR] line and no policy;
+    a model signed by the trusted key is loaded and activated."""
+    pytest.importorskip("rclpy")
+    import subprocess
+    import sys
+
+    from gato_robot.ros import testing
+
+    original = read(exported)
+    cases: list[tuple[Path, str]] = []
+    for i, manifest in enumerate([[], _apply(original, ("cache", "heads"), None),
+                                  _apply(original, ("spec", "actions", 0, "high"), [10.0, 20.0])]):
+        path = fresh(exported, tmp_path, f"bad{i}")
+        write(path, manifest)
+        cases.append((path, "-"))
+    cases.append((exported, str(keys["trusted_pub"])))  # unsigned, a trusted key configured
+    signed = fresh(exported, tmp_path, "signed")
+    sign_model(signed, keys["trusted"])
+    cases.append((signed, str(keys["trusted_pub"])))
+    argv = [a for path, key in cases for a in (str(path), key)]
+    env = testing.ros_env(testing.domain_for("test_model_trust_node"))
+    done = subprocess.run([sys.executable, "-c", _NODE_SCRIPT, *argv], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = (done.stdout + done.stderr).splitlines()
+    results = [line for line in lines if line.startswith("RESULT")]
+    errors = [line for line in lines if "[ERROR]" in line]
+    assert len(results) == len(cases), lines
+    assert all("policy=False active=False" in r for r in results[:4]), results
+    assert "policy=True active=True" in results[4], results
+    assert len(errors) == 4 and all("refused to load the policy" in e for e in errors), errors
+    for (path, _), error in zip(cases, errors):
+        assert str(path) in error
+    assert "unsigned model" in errors[3] and "spec.actions[0].high" in errors[2]
