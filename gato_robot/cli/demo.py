@@ -100,7 +100,7 @@ def check_model(model: Path, trusted_key: Path | None) -> bool:
     try:
         load_policy(model, trusted_key=trusted_key, providers="cpu", warmup=False)
     except (ValueError, OSError) as e:  # ModelIntegrityError is a ValueError
-        print(f"gato-demo: refused the policy {model}: {e}", file=sys.stderr)
+        print(f"gato-demo: policy refused: {e}", file=sys.stderr)  # the message names the folder or file
         return False
     return True
 
