@@ -33,7 +33,8 @@ from gato_robot.model.policy import TorchPolicy
 BACKENDS = ("torch", "torch-cuda", "ort-cpu", "ort-cuda")
 
 
-def time_policy(policy, observations, warmup: int) -> np.ndarray:
+def time_policy(policy, observations, warmup: int, tokens: list | None = None) -> np.ndarray:
+    """Milliseconds per step after ``warmup`` steps; each step's action token ids go to ``tokens`` when given."""
     state = policy.initial_state()
     times = []
     for i, obs in enumerate(observations):
@@ -41,6 +42,8 @@ def time_policy(policy, observations, warmup: int) -> np.ndarray:
         _, state = policy.step(obs, state)  # returns a host numpy action: includes any device sync
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+        if tokens is not None:
+            tokens.append(np.asarray(state.action_tokens).copy())
     return np.asarray(times) * 1e3
 
 

@@ -199,8 +199,11 @@ class FusedStep(nn.Module):
     def forward(self, tokens: torch.Tensor, patches: torch.Tensor, patch_row: torch.Tensor, patch_col: torch.Tensor,
                 local_pos: torch.Tensor, is_image: torch.Tensor, pos: torch.Tensor, total_sequence_length: torch.Tensor,
                 past: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        n = tokens.shape[1]
-        seqlens_k = (pos + n - 1).to(torch.int32).reshape(1)  # (1,) tokens in the cache after this append, minus 1
+        # (1,) tokens in the cache after this append, minus 1. n is counted on the device (ConstantOfShape takes its
+        # shape in host memory, ReduceSum runs on the device): pos + tokens.shape[1] would add a host-side Shape
+        # value to a device tensor and make the CUDA provider insert a Memcpy node
+        n = torch.ones_like(tokens).sum(dim=1)  # (1,)
+        seqlens_k = (pos + n - 1).to(torch.int32)
         h = self.model.embed(GatoInputs(tokens, patches, patch_row, patch_col, local_pos, is_image))  # (1, n, D)
         present: list[torch.Tensor] = []
         for i, block in enumerate(self.model.blocks):
@@ -386,6 +389,8 @@ def check_parity_any(model: Gato, spec: RobotSpec, tokenizer: Tokenizer, onnx_di
     try:
         onnx_policy = OnnxPolicy(onnx_dir, providers="cpu" if dtype == "fp32" else providers, tokenizer=tokenizer)
     except Exception as e:  # e.g. NOT_IMPLEMENTED: no kernel for this type on this provider
+        if dtype == "fp32":  # the CPU provider runs every fp32 graph: a failure here is a broken export
+            raise
         notes["reason"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
         log.warning("%s parity not measured: %s", dtype, notes["reason"])
         return {}, notes
@@ -398,6 +403,8 @@ def check_parity_any(model: Gato, spec: RobotSpec, tokenizer: Tokenizer, onnx_di
         try:
             results.append(compare(torch_policy, onnx_policy, observations))
         except Exception as e:  # a kernel that fails only at run time
+            if dtype == "fp32":
+                raise
             notes["reason"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
             log.warning("%s parity not measured: %s", dtype, notes["reason"])
             return {}, notes
@@ -431,8 +438,8 @@ def export_onnx_fast(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLi
                      parity_steps: int = 25, parity_providers: str = "auto", reference_device: str = "cpu",
                      model: Gato | None = None, spec: RobotSpec | None = None) -> Path:
     """Export, check and write the manifest (``export.export_onnx``'s layout plus ``attention``, ``dtype``, the
-    fused-graph check and the parity record). ``model``/``spec`` given: skip loading the checkpoint (benchmarks);
-    ``reference_device``: where the fp32 PyTorch reference of the parity check runs (the model is moved there)."""
+    fused-graph check and the parity record). ``model``/``spec`` given: nothing is read from ``checkpoint_dir``
+    (benchmarks); ``reference_device``: where the fp32 PyTorch reference of the parity check runs (the model is moved there)."""
     import onnx
     import onnxruntime
 
@@ -441,7 +448,9 @@ def export_onnx_fast(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLi
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     if model is None or spec is None:
         model, spec = load_checkpoint(checkpoint_dir, device="cpu")
-    settings = read_checkpoint_config(checkpoint_dir).get("tokenizer") or {}
+        settings = read_checkpoint_config(checkpoint_dir).get("tokenizer") or {}
+    else:  # a model in memory (benchmarks): the spec's default tokenizer, nothing read from checkpoint_dir
+        settings = Tokenizer(spec).settings
     tokenizer = Tokenizer.from_settings(spec, settings)
     logits_range = action_logits_range(tokenizer.action_token_ranges())
     c = model.config

@@ -1,0 +1,60 @@
+"""benchmarks/gpu_suite.py --dry-run: the GPU suite's code paths on CPU with the tiny preset (structure only).
+
+Every row must be measured or say why not; no timing is asserted (timings belong to the benchmark).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dry_run_writes_json_and_markdown_with_every_row_measured_or_explained(tmp_path):
+    out = tmp_path / "suite"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--dry-run", "--variants", "fused-fp16",
+         "plain-fp32", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((out / "gpu_suite.json").read_text())
+    assert doc["environment"]["device"] == "cpu" and doc["environment"]["steps"] >= 1
+    rows = doc["rows"]
+    for r in rows:
+        assert r["status"] in ("measured", "skipped"), r
+        if r["status"] == "skipped":
+            assert r["reason"], r
+        elif r["section"] == "policy":
+            assert math.isfinite(r["p50_ms"]) and math.isfinite(r["p99_ms"]) and r["p99_ms"] >= r["p50_ms"]
+        else:
+            assert r["compute_tokens_per_s"] > 0 and r["end_to_end_tokens_per_s"] > 0
+    by = {(r["section"], r["backend"], r.get("variant"), r.get("cuda_graph")): r for r in rows}
+    assert by[("policy", "torch-cpu eager", "torch-float32", False)]["status"] == "measured"
+    assert "CUDA" in by[("policy", "torch-cpu CUDA graphs", "torch-float32", True)]["reason"]
+    for variant in ("fused-fp16", "plain-fp32"):
+        measured = by[("policy", "ort-cpu io-binding", variant, False)]
+        assert measured["status"] == "measured" and measured["provider"] == "CPUExecutionProvider"
+        assert measured["parity"]["token_agreement"] >= measured["parity"]["min_token_agreement_required"]
+        assert "CUDA" in by[("policy", "ort-cpu io-binding", variant, True)]["reason"]
+    fused = by[("policy", "ort-cpu io-binding", "fused-fp16", False)]
+    assert fused["fused_attention"]["fused_ops"] == fused["fused_attention"]["layers"] == 2
+    assert fused["fused_attention"]["cuda_kernel_for_dtype"] is True
+    train = [r for r in rows if r["section"] == "train"]
+    assert len(train) == 1 and train[0]["status"] == "measured" and train[0]["preset"] == "tiny"
+    md = (out / "gpu_suite.md").read_text()
+    assert "## Policy: per control step" in md and "## Training throughput" in md
+    table_rows = [line for line in md.splitlines() if line.startswith("| tiny |")]
+    assert len(table_rows) == len(rows)
+    assert all(line.rstrip().endswith(("| measured |", "|")) for line in table_rows)
+    assert sum("not measured:" in line for line in table_rows) == sum(r["status"] == "skipped" for r in rows)
