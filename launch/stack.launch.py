@@ -6,12 +6,12 @@ launcher uses, so the two cannot drift; nothing about the nodes is written here.
 that exits shuts the whole launch down, as `gato-stack` does.
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown, TimerAction
 from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from gato_robot.ros.stack import LAUNCH_ARGUMENTS, PACKAGE, node_plan
+from gato_robot.ros.stack import LAUNCH_ARGUMENTS, PACKAGE, REQUIRED_EXIT_GRACE_S, node_plan
 
 
 def _nodes(context, *args, **kwargs):
@@ -19,7 +19,8 @@ def _nodes(context, *args, **kwargs):
     return [
         Node(package=PACKAGE, executable=node.executable, name=node.name, output="screen",
              parameters=[str(params_file), *([overrides] if overrides else [])],
-             on_exit=[Shutdown(reason=f"{node.name} exited: the stack stops without it")] if node.required else None)
+             on_exit=[TimerAction(period=REQUIRED_EXIT_GRACE_S, actions=[
+                 Shutdown(reason=f"{node.name} exited: the stack stops without it")])] if node.required else None)
         for node, params_file, overrides in node_plan(**values)
     ]
 

@@ -306,7 +306,8 @@ def run(make_node: Callable[[], Node], args: Sequence[str] | None = None) -> int
     Stopping (SIGINT, SIGTERM, SIGHUP, any number of them, or the parent process dying): the spin loop ends, the
     node's ``on_exit()`` runs while the context is still up (the controller publishes a zero arm command and
     waits for it to be acknowledged), then the node is destroyed and the context shut down; exit 0, no traceback.
-    A configuration error (ValueError, FileNotFoundError) exits 2 with one clear line."""
+    A configuration error (ValueError, FileNotFoundError) or a part that cannot start (RuntimeError) exits 2 with one
+    clear line."""
     stop = STOP.install()
     die_with_parent()
     rclpy.init(args=list(args) if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
@@ -320,7 +321,7 @@ def run(make_node: Callable[[], Node], args: Sequence[str] | None = None) -> int
             executor.spin_once(timeout_sec=SPIN_PERIOD_S)  # runs a callback; the period bounds the stop latency
     except ExternalShutdownException:
         pass
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"[FATAL] {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         code = 2
     finally:

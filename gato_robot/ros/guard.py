@@ -22,10 +22,12 @@ not a launch file node.
 from __future__ import annotations
 
 import argparse
+import select
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 import rclpy
@@ -39,6 +41,8 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 from gato_robot.ros import common, wire
 
 CLEAN = b"clean"  # the controller's last words on the pipe: it stopped the arm itself
+REPEAT_S = 0.1  # s between repeats of the zero while it is not acknowledged
+READY = b"ready\n"  # the guard's one line on its stdout: its publisher exists
 INTERFACES = ("twist", "forward_command")
 
 
@@ -57,12 +61,23 @@ def zero_command(interface: str, stamp: object, frame: str) -> TwistStamped | Fl
 class GuardProcess:
     """The controller's handle on its guard: start it, tell it the stop was clean, reap it."""
 
-    def __init__(self, interface: str, topic: str, frame: str, ros_args: Sequence[str], owner_pid: int) -> None:
+    def __init__(self, interface: str, topic: str, frame: str, ros_args: Sequence[str], owner_pid: int,
+                 ready_timeout: float = 60.0) -> None:
+        """Start the guard and wait until its publisher exists (a controller must not command an arm that its guard
+        could not stop yet). Raises RuntimeError when it does not come up within ``ready_timeout`` seconds."""
         cmd = [sys.executable, "-m", __name__, "--interface", interface, "--topic", topic, "--frame", frame,
                "--owner-pid", str(owner_pid), "--ros-args", *ros_args]
         # not a new session: a kill of the controller's process group takes both (the documented limit); the
-        # guard's stdout is the controller's, so its one line lands in the same log
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+        # guard's log (stderr) is the controller's, so its one line lands in the same log
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        ready, _, _ = select.select([self.proc.stdout], [], [], ready_timeout)
+        line = self.proc.stdout.readline() if ready else b""
+        self.proc.stdout.close()
+        if line != READY:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"the controller's guard did not start within {ready_timeout:.0f} s "
+                               f"(exit {self.proc.returncode})")
 
     def release(self, timeout: float = 3.0) -> int | None:
         """The controller has commanded zero itself: the guard may go. Returns its exit code (None: still running
@@ -111,13 +126,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
+    sys.stdout.buffer.write(READY)
+    sys.stdout.buffer.flush()
     last_words = sys.stdin.buffer.read()  # blocks until the controller closes the pipe, or dies
     if not last_words.startswith(CLEAN):
         pub.publish(zero_command(args.interface, node.get_clock().now().to_msg(), args.frame))
         # the line first: a launcher that is stopping the stack reads the dead controller's output only briefly
         node.get_logger().error(f"gato_controller (pid {args.owner_pid}) died: commanded zero velocity on "
                                 f"{args.topic} ({pub.get_subscription_count()} subscriber(s))")
-        pub.wait_for_all_acked(Duration(seconds=args.ack_timeout))  # then stay until it is delivered, bounded
+        # then stay until it is acknowledged (bounded), repeating it every REPEAT_S for a reader that matched late
+        # (a volatile reader never gets a sample published before it matched); a repeated zero is harmless
+        deadline = time.monotonic() + args.ack_timeout
+        while time.monotonic() < deadline and not pub.wait_for_all_acked(Duration(seconds=REPEAT_S)):
+            pub.publish(zero_command(args.interface, node.get_clock().now().to_msg(), args.frame))
     spinning.clear()
     spinner.join(timeout=1.0)
     executor.shutdown(timeout_sec=1.0)

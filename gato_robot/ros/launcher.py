@@ -23,7 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gato_robot.core.manifest import MANIFEST
-from gato_robot.ros.stack import COMMAND_INTERFACES, LAUNCH_ARGUMENTS, node_plan, ros_arguments
+from gato_robot.ros.stack import (
+    COMMAND_INTERFACES,
+    LAUNCH_ARGUMENTS,
+    REQUIRED_EXIT_GRACE_S,
+    node_plan,
+    ros_arguments,
+)
 
 POLL_S = 0.1
 
@@ -72,6 +78,7 @@ class Stack:
                     reported.add(name)
                     if name in self.required:
                         _log(f"{name} (pid {p.pid}) exited with {p.returncode}: stopping the stack without it")
+                        time.sleep(REQUIRED_EXIT_GRACE_S)
                         self.stop()
                         return 1
                     _log(f"{name} (pid {p.pid}) exited with {p.returncode}; the other nodes keep running")

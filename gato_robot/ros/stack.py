@@ -39,6 +39,11 @@ class NodeSpec:
     required: bool = False
 
 
+# After a required node exited, the launchers wait this long before stopping the rest: the controller's guard has
+# commanded zero by then (milliseconds) and repeats it; a simulated arm must still be there to receive it.
+REQUIRED_EXIT_GRACE_S = 0.5
+
+
 NODES: tuple[NodeSpec, ...] = (
     NodeSpec("gato_sim", "gato_sim_node", "gato_robot.ros.sim_node", sim_only=True),
     NodeSpec("gato_tokenizer", "gato_tokenizer_node", "gato_robot.ros.tokenizer_node"),
