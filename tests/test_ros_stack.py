@@ -242,3 +242,13 @@ def test_gato_stack_and_gato_replay_refuse_a_missing_or_empty_path(tmp_path):
         out = run_node(module, *args, tmp_path=tmp_path)
         assert out.returncode == 2 and says in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_trusted_key_reaches_only_the_policy_node(tmp_path):
+    plan = {n.name: o for n, _, o in stack.node_plan(sim=True, model="/m", trusted_key=str(tmp_path / "k.pem"))}
+    assert plan["gato_policy"]["trusted_public_key"] == str((tmp_path / "k.pem").resolve())
+    assert not any("trusted_public_key" in o for name, o in plan.items() if name != "gato_policy")
+    assert "trusted_public_key" not in {k for _, _, o in stack.node_plan(sim=True, model="/m") for k in o}
+    out = run_node("gato_robot.ros.launcher", "--model", str(tmp_path), "--trusted-key", str(tmp_path / "no.pem"),
+                   tmp_path=tmp_path)
+    assert out.returncode == 2 and "error: --" in out.stderr and "Traceback" not in out.stderr

@@ -48,6 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help=LAUNCH_ARGUMENTS["command_interface"][1])
     ap.add_argument("--record", default="", metavar="DIR", help=LAUNCH_ARGUMENTS["record"][1])
     ap.add_argument("--temperature", default="", help=LAUNCH_ARGUMENTS["temperature"][1])
+    ap.add_argument("--trusted-key", default="", metavar="PUBLIC_KEY_PEM", help=LAUNCH_ARGUMENTS["trusted_key"][1])
     ap.add_argument("--grace", type=float, default=5.0, help="seconds between SIGINT, SIGTERM and SIGKILL")
     ap.add_argument("--dry-run", action="store_true", help="print the node command lines and exit")
     return ap.parse_args(argv)
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = node_plan(sim=args.sim, params_file=args.params_file, model=args.model,
                          camera_topics=args.camera_topics, command_interface=args.command_interface,
-                         record=args.record, temperature=args.temperature)
+                         record=args.record, temperature=args.temperature, trusted_key=args.trusted_key)
     except ValueError as e:
         _log(f"error: {e}")
         return 2
@@ -124,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if model is not None and not args.dry_run and not (model / MANIFEST).is_file():
         _log(f"error: --model {args.model}: " + ("no such folder" if not model.is_dir() else
                                                  f"not an exported policy (no {MANIFEST}; gato-export-onnx writes one)"))
+        return 2
+    if args.trusted_key and not args.dry_run and not Path(args.trusted_key).expanduser().is_file():
+        _log(f"error: --trusted-key {args.trusted_key}: no such file (a PEM public key)")
         return 2
     commands = [(node.name, [sys.executable, "-m", node.module, *ros_arguments(node, params, overrides)])
                 for node, params, overrides in plan]

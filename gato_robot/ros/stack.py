@@ -63,6 +63,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "command_interface": ("", f"arm command interface: one of {COMMAND_INTERFACES}"),
     "temperature": ("", "the policy's action sampling temperature (0: greedy; the shipped model samples at 1)"),
     "record": ("", "folder: also run the recorder (rosbag2/MCAP logs of the stack's topics, one per episode)"),
+    "trusted_key": ("", "PEM public key: the policy node refuses a model not signed by its private key "
+                        "(gato-sign-model; empty: the origin is not checked)"),
 }
 
 
@@ -134,8 +136,8 @@ def model_spec_parameters(model_dir: str | Path) -> dict[str, Any] | None:
 
 
 def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", camera_topics: str | Sequence[str] = "",
-              command_interface: str = "", record: str = "",
-              temperature: str | float = "") -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
+              command_interface: str = "", record: str = "", temperature: str | float = "",
+              trusted_key: str = "") -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
     """(node, parameter file, parameter overrides) for each node to start, in start order."""
     sim = parse_bool(sim)
     params = Path(params_file) if params_file else default_params_file()
@@ -165,6 +167,8 @@ def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", c
             overrides["model_dir"] = str(Path(model).expanduser().resolve())
         if sampling is not None and node.name == "gato_policy":
             overrides["temperature"] = sampling
+        if trusted_key and node.name == "gato_policy":
+            overrides["trusted_public_key"] = str(Path(trusted_key).expanduser().resolve())
         if from_model and node.name in ("gato_tokenizer", "gato_sim"):
             overrides.update(cameras=from_model["cameras"], image_size=from_model["image_size"])
         if from_model and from_model["omit_observations"] and node.name == "gato_tokenizer":
