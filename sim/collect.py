@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from gato_robot.data.episodes import Episode, write_episode
+from gato_robot.data.episodes import Episode, EpisodeError, write_episode
 from gato_robot.sim import objects
 from gato_robot.sim.env import RgbStackingEnv
 from gato_robot.sim.policies import EXPERTS, action_array, make_policy
@@ -113,7 +113,10 @@ def collect_one(triplet: str, seed: int, out: Path, cameras: int, image_size: in
         },
         extras={"object_poses": np.stack(result.object_poses).astype(np.float32)},
     )
-    info["path"] = str(write_episode(out / triplet / f"{triplet}_seed{seed:06d}", episode))
+    try:
+        info["path"] = str(write_episode(out / triplet / f"{triplet}_seed{seed:06d}", episode))
+    except EpisodeError as e:  # e.g. a physics blow-up left NaN in it: the episode is not written, the rest go on
+        info["refused"] = f"{triplet} seed {seed}: {e}"
     return info
 
 
@@ -195,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                 done.append(f.result())
                 bar.update(1)
                 bar.set_postfix(success=f"{np.mean([d['success'] for d in done]):.0%}")
+    for d in done:
+        if "refused" in d:
+            print(f"not written: {d['refused']}", file=sys.stderr)
     written = sum(d["path"] is not None for d in done)
     print(f"wrote {written} episodes under {args.out} (expert success {np.mean([d['success'] for d in done]):.1%})")
     return 0
