@@ -136,3 +136,24 @@ def test_a_head_dim_the_fused_op_cannot_take_is_refused(tmp_path):
     save_checkpoint(tmp_path / "ckpt", model, SPEC, Tokenizer(SPEC).settings)
     with pytest.raises(ValueError, match="multiple of 8"):
         export_onnx_fast(tmp_path / "ckpt", tmp_path / "out", attention="fused", dtype="fp32", parity_steps=0)
+
+
+def test_the_cli_exports_fused_fp16(tmp_path):
+    from gato_robot.model.export import main
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "ckpt", Gato(preset("tiny", context=256)).eval(), SPEC, Tokenizer(SPEC).settings)
+    assert main([str(tmp_path / "ckpt"), str(tmp_path / "out"), "--attention", "fused", "--dtype", "fp16",
+                 "--parity-steps", "2"]) == 0
+    manifest = verify_manifest(tmp_path / "out")
+    assert (manifest["attention"], manifest["dtype"], manifest["cache"]["dtype"]) == ("fused", "float16", "float16")
+
+
+def test_bfloat16_cache_buffers_are_zeroed_and_only_empty_ones_cloned():
+    from gato_robot.runtime.onnx_policy import _copy_ortvalue, _zeros
+
+    v = _zeros((1, 2, 3, 4), "bfloat16", "cpu", 0)
+    assert v.data_type() == "tensor(bfloat16)" and v.shape() == [1, 2, 3, 4]
+    assert _copy_ortvalue(v, empty=True).data_type() == "tensor(bfloat16)"
+    with pytest.raises(NotImplementedError, match="fp16"):
+        _copy_ortvalue(v)
