@@ -188,7 +188,8 @@ def timing(ms: np.ndarray) -> dict[str, float]:
 
 
 def format_row(r: dict[str, Any]) -> str:
-    head = f"{r.get('section', ''):>6} {r.get('preset', ''):>6} {r.get('backend', ''):>22} {r.get('variant', ''):>11}"
+    section, name, backend, variant = (str(r.get(k) or "") for k in ("section", "preset", "backend", "variant"))
+    head = f"{section:>6} {name:>6} {backend:>22} {variant:>11}"
     if r["status"] != "measured":
         return f"{head}  skipped: {r.get('reason', '')[:110]}"
     if r.get("section") == "train":
@@ -532,8 +533,10 @@ def main(argv: list[str] | None = None) -> int:
             if no_cuda:
                 section = "train" if kind == "train" else "policy"
                 backend = {"torch": "torch-cuda", "ort": "ort-cuda io-binding", "train": "trainer-cuda"}[kind]
-                suite.skip({"section": section, "preset": name, "backend": backend, "variant": task[2]},
-                           "no CUDA device")
+                row = {"section": section, "preset": name, "backend": backend, "variant": task[2] or ""}
+                if kind == "train":
+                    row["compile"] = task[2] == "compile"
+                suite.skip(row, "no CUDA device (torch.cuda.is_available() is false)")
             elif kind == "train":
                 train_rows(suite, name, args.dry_run, tmp, compiled=task[2] == "compile")
             elif (model := model_for(name)) is not None:

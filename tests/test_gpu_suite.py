@@ -58,3 +58,18 @@ def test_dry_run_writes_json_and_markdown_with_every_row_measured_or_explained(t
     assert len(table_rows) == len(rows)
     assert all(line.rstrip().endswith(("| measured |", "|")) for line in table_rows)
     assert sum("not measured:" in line for line in table_rows) == sum(r["status"] == "skipped" for r in rows)
+
+
+def test_without_cuda_the_full_suite_lists_every_row_as_not_measured(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the suite would measure")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "gpu_suite.json").read_text())["rows"]
+    presets = {(r["section"], r["preset"]) for r in rows}
+    assert {("policy", p) for p in ("79M", "364M", "1.18B")} | {("train", "364M"), ("train", "1.18B")} <= presets
+    assert all(r["status"] == "skipped" and "no CUDA device" in r["reason"] for r in rows)
+    assert (tmp_path / "gpu_suite.md").read_text().count("not measured: no CUDA device") == len(rows)
