@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ class GraphedTorchPolicy:
         self.base = TorchPolicy(model, spec, device=device)
         self.model, self.device = self.base.model, torch.device(device)
         self.cache = self.model.empty_cache(batch=1, max_append=self.base.max_append, device=self.device)
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, GatoInputs, torch.Tensor]] = {}
+        self.graphs: dict[int, tuple[Callable[[], torch.Tensor], GatoInputs]] = {}
 
     def initial_state(self) -> PolicyState:
         self.cache.k.zero_()
@@ -93,13 +94,12 @@ class GraphedTorchPolicy:
         n = x.tokens.shape[1]
         if n not in self.graphs:
             self.graphs[n] = self._capture(x)
-        graph, static, logits = self.graphs[n]
+        replay, static = self.graphs[n]
         for dst, src in zip(static, x):
             dst.copy_(src, non_blocking=True)
-        graph.replay()
-        return logits
+        return replay()
 
-    def _capture(self, x: GatoInputs) -> tuple[torch.cuda.CUDAGraph, GatoInputs, torch.Tensor]:
+    def _capture(self, x: GatoInputs) -> tuple[Callable[[], torch.Tensor], GatoInputs]:
         n, c = x.tokens.shape[1], self.cache
         static = GatoInputs(*(t.clone() for t in x))
         layers = [(c.k[i], c.v[i]) for i in range(self.model.config.n_layer)]
@@ -110,6 +110,15 @@ class GraphedTorchPolicy:
             c.pos.add_(n)
             return logits
 
+        replay = self._record(run)
+        with torch.inference_mode():
+            c.k.copy_(saved.k)
+            c.v.copy_(saved.v)
+            c.pos.copy_(saved.pos)
+        return replay, static
+
+    def _record(self, run: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        """Warm ``run`` up on a side stream, capture it as a CUDA graph; returns its replay (-> the static logits)."""
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream), torch.inference_mode():
@@ -119,11 +128,12 @@ class GraphedTorchPolicy:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph), torch.inference_mode():
             logits = run()
-        with torch.inference_mode():
-            c.k.copy_(saved.k)
-            c.v.copy_(saved.v)
-            c.pos.copy_(saved.pos)
-        return graph, static, logits
+
+        def replay() -> torch.Tensor:
+            graph.replay()
+            return logits
+
+        return replay
 
     def step(self, observation: Any, state: PolicyState) -> tuple[np.ndarray, PolicyState]:
         b = self.base

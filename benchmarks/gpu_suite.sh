@@ -9,8 +9,8 @@
 # wheel is unpacked (a zip: no pip, no registry) into /tmp/ortsite and put on PYTHONPATH. Without it the suite still
 # runs: every ONNX Runtime CUDA row then says "no CUDA provider".
 # Results: $OUT/gpu_suite.json and $OUT/gpu_suite.md (rewritten after every row, so a run cut short keeps its rows).
-# Environment: ORT_WHEEL_SHA256 (checked when set), SUITE_BUDGET_S (default 480: no new measurement after that),
-# SUITE_TIMEOUT_S (default 570: the suite is stopped there), SUITE_ARGS (extra arguments for gpu_suite.py).
+# Environment: ORT_WHEEL_SHA256 (checked when set), SUITE_BUDGET_S (default 420: no new measurement after that),
+# SUITE_TIMEOUT_S (default 540: the suite is stopped there), SUITE_ARGS (extra arguments for gpu_suite.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
@@ -46,7 +46,7 @@ case "${1:-run}" in
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
     python3 -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())' 2>&1 | tail -1
     # shellcheck disable=SC2086
-    timeout "${SUITE_TIMEOUT_S:-570}" python3 benchmarks/gpu_suite.py --out "$OUT" --budget-s "${SUITE_BUDGET_S:-480}" \
+    timeout "${SUITE_TIMEOUT_S:-540}" python3 benchmarks/gpu_suite.py --out "$OUT" --budget-s "${SUITE_BUDGET_S:-420}" \
       ${SUITE_ARGS:-} 2>&1 | tee "$OUT/gpu_suite.log" | grep -v -e "Warning" -e "warn(" -e "_rename_dynamic_axes"
     echo "exit ${PIPESTATUS[0]}; results in $OUT:"; ls -la "$OUT"
     ;;

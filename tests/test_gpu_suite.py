@@ -73,3 +73,41 @@ def test_without_cuda_the_full_suite_lists_every_row_as_not_measured(tmp_path):
     assert {("policy", p) for p in ("79M", "364M", "1.18B")} | {("train", "364M"), ("train", "1.18B")} <= presets
     assert all(r["status"] == "skipped" and "no CUDA device" in r["reason"] for r in rows)
     assert (tmp_path / "gpu_suite.md").read_text().count("not measured: no CUDA device") == len(rows)
+
+
+def test_the_cuda_graph_policy_steps_like_torch_policy_when_replay_is_a_plain_call():
+    """GraphedTorchPolicy's step logic (static inputs, ``pos`` advanced inside the captured call, the cache put
+    back after warm-up) on CPU: the capture replaced by the call itself; greedy tokens equal TorchPolicy's over
+    steps that slide the window."""
+    import importlib
+
+    import numpy as np
+    import torch
+
+    from gato_robot.core.specs import rgb_stacking_spec
+    from gato_robot.model.config import preset
+    from gato_robot.model.export import generated_observations
+    from gato_robot.model.gato import Gato
+    from gato_robot.model.policy import TorchPolicy
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # gpu_suite imports its sibling benchmarks by name
+    try:
+        suite = importlib.import_module("gpu_suite")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    class PlainReplay(suite.GraphedTorchPolicy):
+        def _record(self, run):
+            return run
+
+    spec = rgb_stacking_spec(2)
+    torch.manual_seed(0)
+    model = Gato(preset("tiny", context=400)).eval()
+    graphed, reference = PlainReplay(model, spec, device="cpu"), TorchPolicy(model, spec)
+    gs, rs = graphed.initial_state(), reference.initial_state()
+    for obs in generated_observations(spec, 8, seed=2):
+        _, gs = graphed.step(obs, gs)
+        _, rs = reference.step(obs, rs)
+        np.testing.assert_array_equal(gs.action_tokens, rs.action_tokens)
+    assert int(graphed.cache.pos) == int(rs.cache.pos) > 400
+    assert sorted(graphed.graphs) == [1, 158, 159]
