@@ -477,7 +477,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help=f"ONNX exports, ATTENTION-DTYPE (default {GPU_VARIANTS}; on CPU fused-fp32 plain-fp32)")
     ap.add_argument("--steps", type=int, default=200, help="timed control steps per row")
     ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--parity-steps", type=int, default=8, help="control steps of the export's parity episode")
+    ap.add_argument("--parity-steps", type=int, default=40,
+                    help="control steps of the export's parity episode (40: the window slides ~6 times)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch and onnxruntime (0: default)")
     ap.add_argument("--train-presets", nargs="+", default=None, help=f"default {TRAIN_PRESETS}")
     ap.add_argument("--train-compile", nargs="*", default=None,

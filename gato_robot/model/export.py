@@ -269,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
     ap.add_argument("out", help="output directory for model.onnx and manifest.json")
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    ap.add_argument("--parity-steps", type=int, default=25, help="control steps compared with PyTorch (0: skip)")
+    ap.add_argument("--parity-steps", type=int, default=None,
+                    help="control steps compared with PyTorch (0: skip; default 25, and 400 = one whole RGB-stacking "
+                         "episode per compared episode for --attention fused or a 16-bit --dtype)")
     ap.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
                     help="weights, activations and cache (16-bit: model/export_fused.py, parity over whole episodes)")
     ap.add_argument("--attention", default="plain", choices=("plain", "fused"),
@@ -283,12 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if (args.dtype, args.attention) == ("fp32", "plain"):  # the reference path
-            out = export_onnx(args.checkpoint, args.out, opset=args.opset, parity_steps=args.parity_steps)
+            out = export_onnx(args.checkpoint, args.out, opset=args.opset,
+                              parity_steps=25 if args.parity_steps is None else args.parity_steps)
         else:
             from gato_robot.model.export_fused import export_onnx_fast
 
             out = export_onnx_fast(args.checkpoint, args.out, attention=args.attention, dtype=args.dtype,
-                                   opset=args.opset, parity_steps=args.parity_steps)
+                                   opset=args.opset, parity_steps=400 if args.parity_steps is None else args.parity_steps)
         from gato_robot.runtime.trust import SIGNATURE_FILE, sign_model
 
         if args.sign_key is not None:

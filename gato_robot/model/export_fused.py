@@ -435,7 +435,7 @@ def _bind(path: Path, fields: dict[str, Any]) -> None:
 # -- the export ---------------------------------------------------------------------------------------------------
 def export_onnx_fast(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *, attention: str = "fused",
                      dtype: str = "fp16", opset: int = DEFAULT_OPSET, parity_episodes: int = 2,
-                     parity_steps: int = 25, parity_providers: str = "auto", reference_device: str = "cpu",
+                     parity_steps: int = 400, parity_providers: str = "auto", reference_device: str = "cpu",
                      model: Gato | None = None, spec: RobotSpec | None = None) -> Path:
     """Export, check and write the manifest (``export.export_onnx``'s layout plus ``attention``, ``dtype``, the
     fused-graph check and the parity record). ``model``/``spec`` given: nothing is read from ``checkpoint_dir``
