@@ -233,8 +233,6 @@ def check_fields(manifest: dict[str, Any], where: str | os.PathLike = MANIFEST) 
     else:
         raise ModelIntegrityError(f"{where}: manifest field 'cache.layout' must be 'ring' or 'sliding_window', got "
                                   f"{layout!r:.40}")
-    if cache.get("layout") == "sliding_window":  # fused attention (model/export_fused.py): the op keeps the window
-        expected["capacity"] = expected["window"]
     for name, value in expected.items():
         if cache[name] != value:
             raise ModelIntegrityError(f"{where}: manifest field 'cache.{name}' is {cache[name]}, the model and spec "
