@@ -7,6 +7,10 @@ DeepMind's state-based MPO specialists), ``success.png`` (bar chart) and ``episo
 Success is the episode rule of success.py (stacked for >= 1 s at any time); ``stacked_at_end`` is reported too.
 ``--trusted-key PUBLIC_KEY_PEM`` refuses exported policies not signed by its private key (``model.sig``,
 ``gato_robot.runtime.trust``), checked once before any worker starts.
+
+Evaluation protocol (issue 30, ``gato_robot.core.eval_protocol``): seeds 0-99999 are the selection range, for every
+choice; the report range (seeds from 1_000_000_000, blocks of 1,000) reports a chosen model once: ``--report-block K
+--lineage NAME``, checked against and written to the ledger ``benchmarks/report_ledger.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from gato_robot.core import eval_protocol
 from gato_robot.core.results import load_results
 from gato_robot.core.specs import CAMERA_PREFIX, Kind, RobotSpec
 from gato_robot.core.stats import wilson_interval
@@ -194,7 +199,17 @@ def check_models(policy: str, trusted_key: Path | None) -> None:
 
 def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path, seed: int = 0,
         video_episodes: int = 2, images: bool | None = None, temperature: float = 0.0,
-        trusted_key: Path | None = None) -> list[dict[str, Any]]:
+        trusted_key: Path | None = None, report: eval_protocol.ReportRun | None = None,
+        ledger: Path = eval_protocol.DEFAULT_LEDGER) -> list[dict[str, Any]]:
+    """``report``: a report-range run (its block's seeds; ``seed`` is ignored), checked against the ledger before
+    any episode and recorded there after the last; seeds in the report range without it are refused."""
+    if report is not None:
+        seed = report.seeds.start
+    if eval_protocol.seed_range_kind(seed, episodes) == "report" and report is None:
+        raise ValueError(f"seeds {seed}-{seed + episodes - 1} are in the report range: run them with --report-block "
+                         "K --lineage NAME (the ledger keeps each block to one shipping decision)")
+    if report is not None:
+        eval_protocol.check(eval_protocol.load_ledger(ledger), report)
     check_models(policy, trusted_key)  # a refused model stops the run here, before any worker starts
     make_policy(policy, temperature=temperature)  # fail fast on a bad policy name, before starting processes
     images = (not needs_privileged(policy)) if images is None else images
@@ -224,6 +239,8 @@ def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path
     label = policy_label(policy, temperature)
     (out / "results.md").write_text(table(rows, label) + "\n")
     bar_chart(rows, label, out / "success.png")
+    if report is not None:
+        eval_protocol.record(ledger, report, rows[-1]["successes"], rows[-1]["episodes"], str(out))
     if video_episodes > 0:
         _video(policy, triplets[0], seeds[:video_episodes], out / "episodes.mp4", temperature)
     return rows
@@ -258,13 +275,30 @@ def merge(parts: list[Path], out: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="Evaluation protocol: " + eval_protocol.RULE + " (docs/stacking.md, "
+                                 "'Evaluation protocol')")
     ap.add_argument("--policy", default="expert", help="expert | feedback-expert | random | torch:<checkpoint> | onnx:<directory> | ensemble:<dir>,<dir>[,...]; "
                     "markov:<policy> restarts it every step (no history)")
     ap.add_argument("--triplets", default="test", help="test, all, or comma-separated triplet names")
     ap.add_argument("--episodes", type=int, default=100, help="episodes per triplet")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0, help="first episode seed")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="first episode seed, in the selection range 0-99999 for every choice")
+    ap.add_argument("--report-block", type=int, default=None, metavar="K",
+                    help="report the chosen model on report block K (seeds 1_000_000_000 + 1000 K ..; a --seed inside "
+                         "the block continues it in pieces, to --merge); needs --lineage; checked against and "
+                         "written to --ledger")
+    ap.add_argument("--lineage", default=None, help="report runs: the model family the block belongs to "
+                    "(e.g. rgb_stacking_mini)")
+    ap.add_argument("--paired-with", default=None, metavar="POLICY",
+                    help="report runs: the block's first candidate (its policy, at this --temperature, or its "
+                         "ledger identity): the shipping decision's one paired challenger")
+    ap.add_argument("--report-audit", default=None, metavar="REASON",
+                    help="report runs: measure already-chosen candidates after the fact; the block then serves "
+                         "no shipping decision")
+    ap.add_argument("--ledger", type=Path, default=eval_protocol.DEFAULT_LEDGER,
+                    help="the report ledger (default: %(default)s, committed)")
     ap.add_argument("--video-episodes", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/sim_benchmark"))
     ap.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
@@ -286,14 +320,39 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.episodes < 1 or args.workers < 1:
             raise ValueError("--episodes and --workers must be at least 1")
-        rows = run(args.policy, objects.expand_triplets(args.triplets), args.episodes, args.workers, args.out,
-                   args.seed, args.video_episodes, temperature=args.temperature, trusted_key=args.trusted_key)
+        triplets = objects.expand_triplets(args.triplets)
+        report = _report_run(args, triplets)
+        if report is None and eval_protocol.seed_range_kind(args.seed, args.episodes) == "other":
+            print(f"warning: seeds {args.seed}-{args.seed + args.episodes - 1} are in neither the selection range "
+                  "(0-99999) nor a report block; the collection seeds (100000-5000003) are training data",
+                  file=sys.stderr)
+        rows = run(args.policy, triplets, args.episodes, args.workers, args.out,
+                   args.seed, args.video_episodes, temperature=args.temperature, trusted_key=args.trusted_key,
+                   report=report, ledger=args.ledger)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(table(rows, policy_label(args.policy, args.temperature)))
     print(f"wrote {args.out}/results.json, results.md, success.png" + (", episodes.mp4" if args.video_episodes else ""))
     return 0
+
+
+def _report_run(args: argparse.Namespace, triplets: list[str]) -> eval_protocol.ReportRun | None:
+    """The report run the options ask for (None for a selection run); ValueError on a half-given one."""
+    if args.report_block is None:
+        if args.lineage or args.paired_with or args.report_audit:
+            raise ValueError("--lineage, --paired-with and --report-audit belong to a report run: add --report-block K")
+        return None
+    if args.lineage is None:
+        raise ValueError("--report-block needs --lineage NAME (the model family whose shipping the block decides)")
+    paired = args.paired_with
+    if paired is not None and " T=" not in paired:  # a policy string: identify it as the candidate would be
+        paired = eval_protocol.candidate_identity(paired, args.temperature)
+    first = args.seed if args.seed >= eval_protocol.REPORT_START else None  # else the block's first seed
+    return eval_protocol.ReportRun(args.report_block, args.lineage,
+                                   eval_protocol.candidate_identity(args.policy, args.temperature), args.policy,
+                                   args.temperature, tuple(triplets), args.episodes, first, paired,
+                                   args.report_audit)
 
 
 if __name__ == "__main__":
