@@ -121,11 +121,11 @@ def stack(request, tmp_path, monkeypatch, tiny_policy):
 def assert_clean_stop(ns, s: testing.LaunchedStack, t_stop: float, pids: dict[str, int]) -> None:
     """Every node exited 0 within EXIT_WITHIN_S of ``t_stop``, no traceback, the last arm command is zero."""
     gone = testing.wait_pids(pids, t_stop, timeout=30)
-    print({name: f"exit {code} after {t:.2f} s" if t is not None else "still running" for name, (code, t) in
-           gone.items()})
     s.proc.wait(timeout=30)
     log = s.log()
     reported = s.node_exit_codes()
+    print({name: f"exit {reported.get(name, code)} after {t:.2f} s" if t is not None else "still running"
+           for name, (code, t) in gone.items()})
     for name, (code, t) in gone.items():
         assert t is not None and t <= EXIT_WITHIN_S, f"{name} did not exit within {EXIT_WITHIN_S} s:\n{log[-3000:]}"
         code = reported.get(name, code)  # the launcher's report, else ours (adopted orphans)
@@ -218,8 +218,9 @@ def test_15_killed_controller_leaves_a_zero_command_within_the_watchdog(stack, l
     assert after, "no arm command after the kill: the guard did not command zero"
     nonzero_late = [dt for dt, v in after if np.any(v) and dt > WATCHDOG_S + CYCLE_S]
     first_zero = next(dt for dt, v in after if not np.any(v))
-    print(f"{launcher} {interface}: last non-zero command {max([dt for dt, v in after if np.any(v)], default=None)} "
-          f"s after the kill, zero commanded {first_zero * 1e3:.1f} ms after it")
+    late = [dt for dt, v in after if np.any(v)]
+    print(f"{launcher} {interface}: zero commanded {first_zero * 1e3:.1f} ms after the kill; "
+          + (f"last non-zero command {max(late) * 1e3:.1f} ms after it" if late else "no non-zero command after it"))
     assert not nonzero_late and not np.any(after[-1][1])
     assert first_zero <= WATCHDOG_S + CYCLE_S
     s.proc.wait(timeout=30)  # the launcher stopped the stack without its controller
@@ -254,5 +255,6 @@ def test_16_killed_launcher_leaves_no_node_commanding_the_arm(stack, launcher, r
     s.signal_launcher(signal.SIGKILL)  # the nodes are orphaned; their parent-death signal stops them
     assert_clean_stop(stack, s, t_kill, pids)
     nonzero = [t - t_kill for t, v in stack.commands(t_kill) if np.any(v)]
-    print(f"{launcher}: last non-zero command {max(nonzero, default=0.0) * 1e3:.1f} ms after the kill")
+    print(f"{launcher}: " + (f"last non-zero command {max(nonzero) * 1e3:.1f} ms after the kill" if nonzero else
+                             "no non-zero command after the kill"))
     assert max(nonzero, default=0.0) <= WATCHDOG_S
