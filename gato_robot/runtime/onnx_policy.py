@@ -20,7 +20,10 @@ in turn (the step reads ``past`` from one and writes ``present`` into the other)
 host; the only per-step copies are the new tokens in and the action logits out (1024 floats). On CUDA,
 ``cuda_graph=True`` captures one CUDA graph per (chunk length, buffer parity) after warm-up and replays it
 (fixed shapes and addresses, as ONNX Runtime requires); chunk lengths without a graph (e.g. a prompt) run
-normally. All step shapes are warmed up at construction.
+normally. A captured graph replays on the buffers it was captured with, so graphs run only on the policy's own
+pair of cache buffers: with CUDA graphs, ``initial_state()`` of a policy without a prompt hands out that pair
+(one live stream at a time, as the policy node runs it), and any other state (a clone, a prompted policy's
+copy) runs without graphs, correctly. All step shapes are warmed up at construction.
 """
 
 from __future__ import annotations
@@ -158,6 +161,8 @@ class OnnxPolicy:
         self._prompt = self._prompt_block(prompt)
         self._prompt_state: OnnxPolicyState | None = None
         log.info("OnnxPolicy %s on %s%s", self.directory, self.provider, " with CUDA graphs" if self.cuda_graph else "")
+        # the cache pair CUDA graphs are captured on (module docstring)
+        self._graph_buffers = self._empty_state().buffers if self.cuda_graph else None
         if warmup:
             self.warmup()
 
@@ -174,6 +179,9 @@ class OnnxPolicy:
         return OnnxPolicyState(buffers=[first, first if self.shared_cache else [zeros() for _ in self.past_names]])
 
     def initial_state(self) -> OnnxPolicyState:
+        if self.cuda_graph and self._prompt is None:  # the graphs' own buffers (module docstring): masked from 0
+            return OnnxPolicyState(buffers=self._graph_buffers,
+                                   rng=np.random.default_rng(self.seed) if self.temperature > 0 else None)
         if self._prompt_state is None:
             state = self._empty_state()
             if self._prompt is not None:
@@ -188,7 +196,7 @@ class OnnxPolicy:
         """Run every chunk length a control step uses (first step, later steps, single tokens) once."""
         n_obs = self.spec.max_observation_tokens + 1
         obs_len = [n_obs, n_obs + 1] if not self.spec.has_text else []
-        state = self._empty_state()
+        state = OnnxPolicyState(buffers=self._graph_buffers) if self.cuda_graph else self._empty_state()
         for n in [*obs_len, 1] * 2:  # twice: both buffer parities (and CUDA graph capture)
             block = TokenBlock.of_tokens(np.full(n, vocab.SEPARATOR), vocab.TokenKind.SEPARATOR)
             block.local_pos = np.arange(n, dtype=np.int64) % vocab.MAX_TOKENS_PER_TIMESTEP
@@ -264,7 +272,7 @@ class OnnxPolicy:
         for name, value in zip(self.present_names, dst):
             binding.bind_ortvalue_output(name, value)
         run_options = ort.RunOptions()
-        if self.cuda_graph:
+        if self.cuda_graph and state.buffers is self._graph_buffers:  # a graph replays its capture's addresses
             key = (n, state.current)
             graph_id = self._graph_ids.setdefault(key, len(self._graph_ids) + 1)
             run_options.add_run_config_entry("gpu_graph_id", str(graph_id))
