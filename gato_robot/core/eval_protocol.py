@@ -44,8 +44,8 @@ RULE = (f"Selection range: seeds {SELECTION_SEEDS.start}-{SELECTION_SEEDS.stop -
         f"checkpoints, temperatures, ensembles). Report range: seeds {REPORT_SEEDS.start:_}-{REPORT_SEEDS.stop - 1:_} in "
         f"blocks of {REPORT_BLOCK_SIZE:,}; a report run takes --report-block K --lineage NAME (seeds from the block's first; "
         "--seed inside the block continues it in pieces) and is written to the ledger. Per lineage and block: the first candidate owns the block; it may run again; one second candidate "
-        "only with --paired-with naming the first (same triplets, seeds, episodes: the shipping decision's paired "
-        "test); any other candidate is refused (exit 2): open a new block. --report-audit REASON measures "
+        "only with --paired-with naming the first (the same triplets, run on the same seeds: the shipping "
+        "decision's paired test); any other candidate is refused (exit 2): open a new block. --report-audit REASON measures "
         "already-chosen candidates on a block that then serves no shipping decision.")
 
 
