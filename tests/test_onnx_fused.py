@@ -161,9 +161,9 @@ def test_bfloat16_cache_buffers_are_zeroed_and_only_empty_ones_cloned():
 
 def test_a_16bit_export_with_external_data_loads_and_passes_parity(tmp_path, monkeypatch):
     """The 1.18B path (weights above 1.8 GB go to model.onnx.data) on a tiny model: the threshold set to 0."""
-    import gato_robot.model.export_fused as export_fused
+    import gato_robot.model.export as export  # save_program, shared by both exports, reads the threshold
 
-    monkeypatch.setattr(export_fused, "EXTERNAL_DATA_BYTES", 0)
+    monkeypatch.setattr(export, "EXTERNAL_DATA_BYTES", 0)
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "ckpt", Gato(preset("tiny", context=256)).eval(), SPEC, Tokenizer(SPEC).settings)
     out = export_onnx_fast(tmp_path / "ckpt", tmp_path / "out", attention="fused", dtype="fp16", parity_episodes=1,

@@ -121,6 +121,12 @@ def export_graph(model: Gato, spec: RobotSpec, path: Path, logits_range: tuple[i
             step, example, dynamo=True, dynamic_shapes=dynamic, opset_version=opset,
             input_names=input_names(n_layer), output_names=output_names(n_layer), verbose=False,
         )
+    return save_program(program, model, path)
+
+
+def save_program(program: Any, model: nn.Module, path: Path) -> list[str]:
+    """Save an exported program (weights in external data files beyond EXTERNAL_DATA_BYTES, protobuf's 2 GB limit);
+    return the file names written, for the manifest."""
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     external = weight_bytes > EXTERNAL_DATA_BYTES
     program.save(str(path), external_data=external)

@@ -55,7 +55,6 @@ from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.model.embedding import GatoInputs
 from gato_robot.model.export import (
     DEFAULT_OPSET,
-    EXTERNAL_DATA_BYTES,
     ONNX_FILE,
     TOKEN_INPUTS,
     action_logits_range,
@@ -63,6 +62,7 @@ from gato_robot.model.export import (
     check_finite_initializers,
     generated_observations,
     parity,
+    save_program,
 )
 from gato_robot.model.gato import Gato
 from gato_robot.model.kv_cache import capacity_for
@@ -269,13 +269,7 @@ def export_graph_fast(model: Gato, spec: RobotSpec, path: Path, logits_range: tu
             input_names=graph_input_names(attention, c.n_layer), output_names=graph_output_names(c.n_layer),
             custom_translation_table=table, verbose=False,
         )
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    external = weight_bytes > EXTERNAL_DATA_BYTES
-    program.save(str(path), external_data=external)
-    files = [path.name]
-    if external:
-        files += sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name) and p != path)
-    return files
+    return save_program(program, model, path)
 
 
 # -- checks -------------------------------------------------------------------------------------------------------
