@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from geometry_msgs.msg import TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import (
     InvalidParameterTypeException,
@@ -33,6 +34,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from gato_robot.ros import wire
 
@@ -163,6 +165,22 @@ def observation_rows(msg: Image) -> np.ndarray:
         raise ValueError(f"observation carries {len(msg.data)} bytes, expected {msg.height * msg.step}")
     rows = np.frombuffer(msg.data, dtype).reshape(msg.height, width)
     return rows if dtype is np.uint8 else wire.observation_from_float_rows(rows)
+
+
+def arm_command(interface: str, action: np.ndarray, stamp: Time, frame_id: str) -> TwistStamped | Float64MultiArray:
+    """The arm command message of ``interface`` (``twist``: TwistStamped, MoveIt Servo; ``forward_command``:
+    Float64MultiArray ``[vx, vy, vz, wx, wy, wz]``) for an action's velocity part (the controller's commands, the
+    guard's zero)."""
+    if interface == "twist":
+        msg = TwistStamped()
+        msg.header.stamp, msg.header.frame_id = stamp, frame_id
+        (msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z), (
+            msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z), _ = wire.action_to_twist(action)
+        return msg
+    msg = Float64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=",".join(wire.FORWARD_COMMAND_LABELS), size=6, stride=6)]
+    msg.data = wire.action_to_forward_command(action)
+    return msg
 
 
 def rgb_image(image: np.ndarray, stamp: Time, frame_id: str) -> Image:

@@ -31,7 +31,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import Image
-from std_msgs.msg import Bool, Float64, Float64MultiArray, MultiArrayDimension, String
+from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from gato_robot.core import specs
@@ -243,16 +243,7 @@ class ControllerNode(Node):
     def send(self, command: Command, gripper: bool = True) -> None:
         v = command.values
         assert np.all(np.isfinite(v)), "non-finite command"  # the filter guarantees this
-        stamp = common.sec_to_stamp(command.stamp)
-        if self.interface == "twist":
-            msg = TwistStamped()
-            msg.header.stamp, msg.header.frame_id = stamp, self.frame
-            (msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z), (
-                msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z), _ = wire.action_to_twist(v)
-        else:
-            msg = Float64MultiArray()
-            msg.layout.dim = [MultiArrayDimension(label=",".join(wire.FORWARD_COMMAND_LABELS), size=6, stride=6)]
-            msg.data = wire.action_to_forward_command(v)
+        msg = common.arm_command(self.interface, v, common.sec_to_stamp(command.stamp), self.frame)
         grip = float(v[VELOCITY_DIMS])
         if gripper and (command.reason is Reason.ACTION or grip != self.last_gripper):  # first: a lockstep sim
             self.gripper_pub.publish(Float64(data=grip))  # steps on the arm command

@@ -30,15 +30,16 @@ import threading
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import rclpy
 from geometry_msgs.msg import TwistStamped
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Float64MultiArray
 
-from gato_robot.ros import common, wire
+from gato_robot.ros import common
 
 CLEAN = b"clean"  # the controller's last words on the pipe: it stopped the arm itself
 REPEAT_S = 0.1  # s between repeats of the zero while it is not acknowledged
@@ -48,14 +49,7 @@ INTERFACES = ("twist", "forward_command")
 
 def zero_command(interface: str, stamp: object, frame: str) -> TwistStamped | Float64MultiArray:
     """A zero-velocity arm command of ``interface``, as the controller would send it."""
-    if interface == "twist":
-        msg = TwistStamped()
-        msg.header.stamp, msg.header.frame_id = stamp, frame
-        return msg
-    msg = Float64MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=",".join(wire.FORWARD_COMMAND_LABELS), size=6, stride=6)]
-    msg.data = [0.0] * 6
-    return msg
+    return common.arm_command(interface, np.zeros(5), stamp, frame)
 
 
 class GuardProcess:
