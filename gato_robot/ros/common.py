@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from array import array as byte_array
 from collections.abc import Callable, Sequence
@@ -344,12 +345,34 @@ def run(make_node: Callable[[], Node], args: Sequence[str] | None = None) -> int
         code = 2
     finally:
         if node is not None:
-            _exit_node(node, stop)
+            _exit_node(node, stop, code)
+        else:
+            exit_deadline("node", code)
         rclpy.try_shutdown()
     return code
 
 
-def _exit_node(node: Node, stop: StopRequest) -> None:
+TEARDOWN_S = 2.0  # s: node destruction, rclpy shutdown and interpreter exit, after the node's last words
+
+
+def exit_deadline(name: str, code: int, seconds: float = TEARDOWN_S) -> threading.Timer:
+    """End the process with ``code`` if its teardown (destroying the node, shutting rclpy down, the interpreter's
+    own exit) has not finished within ``seconds``: what matters for safety (the zero command, a closed bag) is
+    done by then, and a stop must end the process in bounded time. Once in a CI run a node that had logged
+    'stopped' was still running 30 s later (its parent, ``ros2 launch``, killed by SIGTERM); this bounds it."""
+    def force() -> None:
+        with contextlib.suppress(Exception):
+            print(f"[WARN] {name}: teardown did not finish within {seconds:.0f} s; exiting now", file=sys.stderr,
+                  flush=True)
+        os._exit(code)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _exit_node(node: Node, stop: StopRequest, code: int) -> None:
     """The node's last words and its destruction; an error here is one log line, never a traceback."""
     why = signal.Signals(stop.signum).name if stop.signum is not None else "context shut down"
     try:
@@ -359,5 +382,6 @@ def _exit_node(node: Node, stop: StopRequest) -> None:
         node.get_logger().info(f"stopped ({why})")
     except Exception as e:  # the exit path must finish: destroy and shut down whatever happened
         print(f"[ERROR] {node.get_name()}: while stopping: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    exit_deadline(node.get_name(), code)  # from here on, teardown only
     with contextlib.suppress(Exception):
         node.destroy_node()
