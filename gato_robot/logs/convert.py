@@ -370,14 +370,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"argument --slop: must be a positive number of seconds, got {args.slop}")
     missing = [root for root in args.logs if not Path(root).exists()]
     if missing:
-        return _error(f"{missing[0]}: no such file or folder (expected rosbag2 folders or .mcap files)", 2)
+        return cli_error(f"{missing[0]}: no such file or folder (expected rosbag2 folders or .mcap files)", 2)
     logs = [p for root in args.logs for p in find_logs(root)]
     if not logs:
-        return _error(f"no rosbag2/MCAP logs (.mcap files) found in {', '.join(args.logs)}", 2)
+        return cli_error(f"no rosbag2/MCAP logs (.mcap files) found in {', '.join(args.logs)}", 2)
     try:
         reports = convert_logs(logs, args.out, slop_s=args.slop, keep_incomplete=args.keep_incomplete)
     except OSError as e:  # the output folder cannot be written
-        return _error(str(e), 1)
+        return cli_error(str(e), 1)
     for r in reports:
         written = sum(e["written"] for e in r.episodes)
         print(f"{r.log}: {written}/{len(r.episodes)} episodes, {r.kept}/{r.ticks} ticks kept; dropped {r.dropped}")
@@ -386,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _error(message: str, code: int) -> int:
+def cli_error(message: str, code: int) -> int:
     """One line on stderr, as argparse reports usage errors; returns the exit code."""
     print(f"error: {message}", file=sys.stderr)
     return code

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from gato_robot.core import specs
 from gato_robot.logs import bag
-from gato_robot.logs.convert import log_to_episodes
+from gato_robot.logs.convert import cli_error, log_to_episodes
 
 
 def replay_in_sim(log: str | os.PathLike, *, threshold_m: float = 0.01, seed: int | None = None) -> dict[str, Any]:
@@ -79,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"argument --threshold: must be a positive distance in metres, got {args.threshold}")
     problem = bag.log_path_problem(args.log)
     if problem:
-        return _error(problem, 2)
+        return cli_error(problem, 2)
     try:
         result = replay_in_sim(args.log, threshold_m=args.threshold, seed=args.seed)
         text = json.dumps(result, indent=1)
@@ -88,15 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open(args.json, "w") as f:
                 f.write(text)
     except (OSError, ValueError) as e:
-        return _error(f"{type(e).__name__}: {e}", 1)
+        return cli_error(f"{type(e).__name__}: {e}", 1)
     if not result["episodes"]:
-        return _error(f"{args.log}: no episode to replay (dropped: {result['dropped']})", 1)
+        return cli_error(f"{args.log}: no episode to replay (dropped: {result['dropped']})", 1)
     return 0
-
-
-def _error(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
 
 
 if __name__ == "__main__":
