@@ -113,6 +113,7 @@ def start_chain(ros, tiny_policy):
     policy = ros.start("gato_policy", model_dir=str(tiny_policy))
     sensors = testing.FakeRobotSensors(ros.probe, CAMERAS)
     ros.probe.wait_matched([common.TWIST_TOPIC, common.OBSERVATION_TOPIC, common.ACTION_TOKENS_TOPIC], 90)
+    ros.probe.wait_matched([common.TWIST_TOPIC], 60, at_least=2)  # the controller and its guard
     for pub in sensors.cameras.values():
         ros.probe.wait_subscribers(pub)
     drive(ros.probe, sensors, 90, until=lambda: any(moving(v) for _, _, v in twists(ros.probe)))
@@ -207,6 +208,7 @@ def controller_with_action_input(ros):
     pub = ros.probe.publisher(common.ACTION_TOPIC, Image, DEEP)
     ros.probe.wait_subscribers(pub)
     ros.probe.wait_matched([common.TWIST_TOPIC], 30)
+    ros.probe.wait_matched([common.TWIST_TOPIC], 60, at_least=2)  # the controller and its guard
     return pub
 
 
@@ -297,6 +299,7 @@ def test_6_malformed_messages_no_crash_clear_log_no_invalid_command(ros):
     tokens_pub = probe.publisher(common.ACTION_TOKENS_TOPIC, Image, DEEP)
     action_pub = probe.publisher(common.ACTION_TOPIC, Image, DEEP)
     probe.wait_matched([common.TWIST_TOPIC, common.OBSERVATION_TOPIC])
+    probe.wait_matched([common.TWIST_TOPIC], 60, at_least=2)  # the controller and its guard
     for pub in (*sensors.cameras.values(), sensors.joints, sensors.pose, tokens_pub, action_pub):
         probe.wait_subscribers(pub)
     right = sensors.cameras[CAMERAS[1]]
@@ -416,6 +419,7 @@ def test_17_a_backwards_clock_jump_recovers_observations_and_commands(ros):
     action = probe.publisher(common.ACTION_TOPIC, Image, DEEP)
     sensors = testing.FakeRobotSensors(probe, CAMERAS)
     probe.wait_matched([common.OBSERVATION_TOPIC, common.TWIST_TOPIC], 60)
+    probe.wait_matched([common.TWIST_TOPIC], 60, at_least=2)  # the controller and its guard
     for pub in (*sensors.cameras.values(), action):
         probe.wait_subscribers(pub)
     probe.wait_subscribers(clock, 2)

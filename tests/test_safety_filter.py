@@ -248,3 +248,19 @@ def test_17_sync_restarts_after_a_backwards_clock_jump():
         s.add(name, 1.0, "new", now=1.0)
     out = s.poll(1.001)
     assert s.clock_resets == 1 and out.status is Status.SET and out.items["a"] == "new"
+
+
+def test_15_an_unguarded_action_becomes_a_stop_that_ramps_up_again():
+    """The controller stops instead of an action its guard could not cover (a subscriber the guard has not matched):
+    zero velocity, the gripper kept, the state unchanged, counted, and the next action ramps up from zero."""
+    f = make_filter()
+    t = 10.0
+    for k in range(5):
+        f.filter_action([0.07, 0, 0, 0, 200.0], t + 0.05 * k, t + 0.05 * k)
+    moving = f.filter_action([0.07, 0, 0, 0, 200.0], t + 0.25, t + 0.25).command
+    assert moving is not None and moving.values[0] > 0.05
+    stop = f.stop(t + 0.25, Reason.UNGUARDED)
+    assert stop.reason is Reason.UNGUARDED and not np.any(stop.values[:4]) and stop.values[4] == moving.values[4]
+    assert f.state is State.ARMED and f.dropped[Reason.UNGUARDED] == 1
+    nxt = f.filter_action([0.07, 0, 0, 0, 200.0], t + 0.3, t + 0.3).command
+    assert nxt is not None and nxt.values[0] == pytest.approx(STEP[0])  # from zero, one step

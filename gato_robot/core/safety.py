@@ -24,6 +24,10 @@ Times are seconds on the caller's clock (the node's clock: sim time in simulatio
 backwards (a simulation reset its /clock, a robot's clock was stepped), the stamps remembered from the old
 timeline are forgotten (:attr:`SafetyFilter.clock_resets` counts it): the watchdog stops the arm at once and the
 first fresh action of the new timeline is accepted; a hold stays a hold.
+
+:meth:`SafetyFilter.stop` turns an accepted action into a stop when the caller may not move the arm right now (the
+controller node: its dead man's switch cannot reach every subscriber of the arm topic yet): zero velocity, no
+state change, the next action ramps up from zero again.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class Reason(str, enum.Enum):
     OUT_OF_ORDER = "out_of_order"
     TOO_OLD = "too_old"
     FUTURE = "stamped_in_the_future"
+    UNGUARDED = "unguarded"  # the caller could not guard the command (the controller's guard misses a subscriber)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +233,13 @@ class SafetyFilter:
         self.last_action_time = None  # the watchdog keeps commanding a stop until a fresh action arrives
         self.first_tick = -np.inf
         return changed
+
+    def stop(self, now: float, reason: Reason) -> Command:
+        """A one-off stop command for ``reason`` (counted in :attr:`dropped`): velocity to zero, the gripper held,
+        the state unchanged; the next action ramps up from zero under the per-cycle limit."""
+        self._observe_clock(now)
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        return self._stop_command(now, reason)
 
     def at_rest(self) -> None:
         """The arm is known to be at rest (a simulator reset it for a new episode): the next action ramps up from

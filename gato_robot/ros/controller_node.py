@@ -120,6 +120,7 @@ class ControllerNode(Node):
         arm_topic = twist_topic if self.interface == "twist" else forward_topic
         self.guard = GuardProcess(self.interface, arm_topic, self.frame, [
             "-p", f"use_sim_time:={'true' if self.sim_time else 'false'}"], os.getpid()) if guard else None
+        self.guard_covered = False  # an action went out under the guard's cover once
         self.create_timer(1.0, self.publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
             f"{self.interface} -> {twist_topic if self.interface == 'twist' else forward_topic}, gripper -> "
@@ -241,6 +242,16 @@ class ControllerNode(Node):
         self.send(command)
 
     def send(self, command: Command, gripper: bool = True) -> None:
+        if command.reason is Reason.ACTION and self.guard is not None and not self.guard.covers(
+                subscribers := self.arm_pub.get_subscription_count()):
+            # a reader the guard has not matched would keep a non-zero command if this process died: stop instead
+            # (usual for a second or two after start-up, while discovery matches the guard; a warning later)
+            log = self.get_logger().warning if self.guard_covered else self.get_logger().info
+            log(f"the guard has matched {self.guard.matched} of the arm topic's {subscribers} subscriber(s): "
+                f"commanding zero velocity until it reaches them all", throttle_duration_sec=1.0)
+            command = self.filter.stop(command.stamp, Reason.UNGUARDED)
+        elif command.reason is Reason.ACTION:
+            self.guard_covered = True
         v = command.values
         assert np.all(np.isfinite(v)), "non-finite command"  # the filter guarantees this
         msg = common.arm_command(self.interface, v, common.sec_to_stamp(command.stamp), self.frame)

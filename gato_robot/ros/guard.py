@@ -6,9 +6,16 @@ its parent dying), but a SIGKILL, an abort or the OOM killer leaves no time for 
 starts this process at start-up, with a pipe to it, and the guard creates a publisher on the same arm command
 topic (matched with the arm long before it is needed). The kernel closes the pipe the moment the controller dies,
 however it dies; the guard then publishes one zero command (velocities only: the gripper keeps its last command,
-so a grasped object is not dropped), waits until it is acknowledged (or ``--ack-timeout`` passes), logs one line
-and exits. When the controller stops cleanly it writes ``clean`` first (it has sent its own zero) and the guard
-exits silently.
+so a grasped object is not dropped), logs one line, repeats the zero every ``REPEAT_S`` until it is acknowledged
+and at least ``SETTLE_S`` passed (or ``--ack-timeout`` passes) and exits. The repeats cover a reader that matched
+late and a last command of the dead controller still in flight: DDS orders the samples of one writer, not those of
+two. When the controller stops cleanly it writes ``clean`` first (it has sent its own zero) and the guard exits
+silently.
+
+A guard can only stop the readers it has matched. After its ``ready`` line it writes ``matched N`` on its stdout
+whenever the number of arm command subscribers its publisher has matched changes, and the controller commands zero
+while its own publisher has matched more (``GuardProcess.covers``): a reader the guard has not discovered yet (a
+lost discovery packet on a loaded machine, an arm driver that just restarted) never receives a non-zero command.
 
 The guard ignores SIGINT, SIGTERM and SIGHUP: a terminal's Ctrl-C reaches the whole process group, and the guard
 must outlive the controller to be of use. It ends with the pipe, never on its own. Sending SIGKILL to the
@@ -22,6 +29,7 @@ not a launch file node.
 from __future__ import annotations
 
 import argparse
+import os
 import select
 import signal
 import subprocess
@@ -43,7 +51,10 @@ from gato_robot.ros import common
 
 CLEAN = b"clean"  # the controller's last words on the pipe: it stopped the arm itself
 REPEAT_S = 0.1  # s between repeats of the zero while it is not acknowledged
-READY = b"ready\n"  # the guard's one line on its stdout: its publisher exists
+SETTLE_S = 0.3  # s the zero is repeated for at least (a dead writer's in-flight sample may land after the first)
+READY = b"ready\n"  # the guard's first line on its stdout: its publisher exists
+MATCHED = b"matched "  # then "matched N" whenever its publisher's matched subscriber count changes
+POLL_S = 0.05  # s between looks at the matched subscriber count
 INTERFACES = ("twist", "forward_command")
 
 
@@ -66,12 +77,31 @@ class GuardProcess:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         ready, _, _ = select.select([self.proc.stdout], [], [], ready_timeout)
         line = self.proc.stdout.readline() if ready else b""
-        self.proc.stdout.close()
         if line != READY:
+            self.proc.stdout.close()
             self.proc.kill()
             self.proc.wait()
             raise RuntimeError(f"the controller's guard did not start within {ready_timeout:.0f} s "
                                f"(exit {self.proc.returncode})")
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.matched = 0  # the arm command subscribers the guard's publisher has matched (its newest report)
+        self._partial = b""
+
+    def covers(self, subscribers: int) -> bool:
+        """Whether the guard has matched at least ``subscribers`` readers of the arm topic (the controller's own
+        publisher's count): reads the reports the guard wrote since the last call, without blocking."""
+        try:
+            while chunk := os.read(self.proc.stdout.fileno(), 4096):
+                self._partial += chunk
+        except BlockingIOError:
+            pass
+        except OSError:  # closed: the guard is gone (it never ends on its own while the controller lives)
+            return False
+        *lines, self._partial = self._partial.split(b"\n")
+        for line in lines:
+            if line.startswith(MATCHED):
+                self.matched = int(line[len(MATCHED):])
+        return self.matched >= subscribers
 
     def release(self, timeout: float = 3.0) -> int | None:
         """The controller has commanded zero itself: the guard may go. Returns its exit code (None: still running
@@ -87,6 +117,8 @@ class GuardProcess:
             self.proc.kill()
             self.proc.wait()
             return None
+        finally:
+            self.proc.stdout.close()
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -114,14 +146,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     spinning = threading.Event()
     spinning.set()
 
-    def spin() -> None:
-        while spinning.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.05)
+    def report(matched: int) -> bool:
+        """Tell the controller how many readers the guard reaches; False once nobody reads (it is gone)."""
+        try:
+            sys.stdout.buffer.write(MATCHED + b"%d\n" % matched)
+            sys.stdout.buffer.flush()
+            return True
+        except (BrokenPipeError, OSError):
+            return False
 
+    def spin() -> None:
+        reported, reporting, next_look = 0, True, 0.0
+        while spinning.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=POLL_S)
+            if reporting and time.monotonic() >= next_look:
+                next_look = time.monotonic() + POLL_S
+                matched = pub.get_subscription_count()
+                if matched != reported:
+                    reporting, reported = report(matched), matched
+
+    sys.stdout.buffer.write(READY)  # before the spinner's first report
+    sys.stdout.buffer.flush()
     spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
-    sys.stdout.buffer.write(READY)
-    sys.stdout.buffer.flush()
     last_words = sys.stdin.buffer.read()  # blocks until the controller closes the pipe, or dies
     if not last_words.startswith(CLEAN):
         pub.publish(zero_command(args.interface, node.get_clock().now().to_msg(), args.frame))
@@ -129,9 +176,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         node.get_logger().error(f"gato_controller (pid {args.owner_pid}) died: commanded zero velocity on "
                                 f"{args.topic} ({pub.get_subscription_count()} subscriber(s))")
         # then stay until it is acknowledged (bounded), repeating it every REPEAT_S for a reader that matched late
-        # (a volatile reader never gets a sample published before it matched); a repeated zero is harmless
-        deadline = time.monotonic() + args.ack_timeout
-        while time.monotonic() < deadline and not pub.wait_for_all_acked(Duration(seconds=REPEAT_S)):
+        # (a volatile reader never gets a sample published before it matched) and, for SETTLE_S at least, for a
+        # reader that receives the dead controller's last sample after the first zero; a repeated zero is harmless
+        start = time.monotonic()
+        while time.monotonic() < start + args.ack_timeout:
+            acked = pub.wait_for_all_acked(Duration(seconds=REPEAT_S))
+            if acked and time.monotonic() >= start + SETTLE_S:
+                break
+            if acked:
+                time.sleep(max(0.0, min(REPEAT_S, start + SETTLE_S - time.monotonic())))
             pub.publish(zero_command(args.interface, node.get_clock().now().to_msg(), args.frame))
     spinning.clear()
     spinner.join(timeout=1.0)

@@ -95,6 +95,7 @@ class SimNode(Node):
         self.gripper = -255.0  # open until told otherwise
         self.waiting_since: float | None = None  # lockstep: wall time the current observation was published
         self.invalid_commands = 0
+        self.arm_commands = 0  # arm commands received (for the exit line)
 
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", common.SENSOR_QOS)
         self.image_pubs = [self.create_publisher(Image, t, common.SENSOR_QOS) for t in topics]
@@ -102,9 +103,10 @@ class SimNode(Node):
         self.pose_pub = self.create_publisher(PoseStamped, common.TOOL_POSE_TOPIC, common.SENSOR_QOS)
         self.status_pub = self.create_publisher(String, common.EPISODE_STATUS_TOPIC, common.COMMAND_QOS)
         if self.interface == "twist":
-            self.create_subscription(TwistStamped, twist_topic, self.on_twist, common.COMMAND_QOS)
+            self.command_sub = self.create_subscription(TwistStamped, twist_topic, self.on_twist, common.COMMAND_QOS)
         else:
-            self.create_subscription(Float64MultiArray, forward_topic, self.on_forward, common.COMMAND_QOS)
+            self.command_sub = self.create_subscription(Float64MultiArray, forward_topic, self.on_forward,
+                                                        common.COMMAND_QOS)
         self.create_subscription(Float64, gripper_topic, self.on_gripper, common.COMMAND_QOS)
         self.command_topic = twist_topic if self.interface == "twist" else forward_topic
         self.create_service(Trigger, common.SIM_RESET_SERVICE, self.on_reset)
@@ -135,6 +137,7 @@ class SimNode(Node):
             self.get_logger().error("non-finite arm command refused; the arm stops", throttle_duration_sec=1.0)
             velocity = np.zeros(4)
         self.velocity, self.velocity_time = velocity, time.monotonic()
+        self.arm_commands += 1
         if self.lockstep and self.waiting_since is not None:
             self.step()
 
@@ -157,12 +160,14 @@ class SimNode(Node):
 
     def stack_ready(self) -> bool:
         """Every camera topic, /gato/observation and /gato/action_tokens has ``wait_for_subscribers`` subscribers
-        (the tokenizer, the policy, the controller, and the recorder when it runs) and the arm command a publisher."""
+        (the tokenizer, the policy, the controller, and the recorder when it runs) and the arm command its publishers
+        (the controller and its guard: each one matched)."""
         n = self.wait_subscribers
         return (all(pub.get_subscription_count() >= n for pub in self.image_pubs)
                 and self.count_subscribers(common.OBSERVATION_TOPIC) >= n
                 and self.count_subscribers(common.ACTION_TOKENS_TOPIC) >= n
-                and self.count_publishers(self.command_topic) >= 1
+                # every arm command writer the graph shows (the controller, its guard) matched with this reader
+                and self.command_sub.get_publisher_count() >= max(1, self.count_publishers(self.command_topic))
                 and self.status_pub.get_subscription_count() >= 2  # the tokenizer and the policy reset on it
                 and self.clock_pub.get_subscription_count() >= self.clock_subscribers)  # sim time everywhere
 
@@ -283,7 +288,11 @@ class SimNode(Node):
     def on_exit(self) -> None:
         # what a real arm would still be doing: with hold_last_command (a forward controller without a timeout) it
         # keeps applying this velocity after the stack is gone
-        self.get_logger().info(f"arm velocity command at exit: {json.dumps([float(v) for v in self.velocity])}")
+        self.get_logger().info(
+            f"arm velocity command at exit: {json.dumps([float(v) for v in self.velocity])} (the newest of "
+            f"{self.arm_commands} arm command(s)"
+            + (f", received {time.monotonic() - self.velocity_time:.3f} s before exit" if self.arm_commands else "")
+            + ")")
         self.env.close()
 
 

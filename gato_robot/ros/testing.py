@@ -132,11 +132,14 @@ class Probe:
         self.subscriptions[topic] = self.node.create_subscription(msg_type, topic, keep, qos)
         return store
 
-    def wait_matched(self, topics: list[str], timeout: float = 60.0) -> None:
-        """Until each recorded topic's subscription is matched with a publisher (graph discovery alone is not
-        enough: a reliable reader that is not matched yet misses the first messages)."""
-        self.wait_for(lambda: all(self.subscriptions[t].get_publisher_count() >= 1 for t in topics), timeout,
-                      f"matched publishers on {topics}")
+    def wait_matched(self, topics: list[str], timeout: float = 60.0, at_least: int = 1) -> None:
+        """Until each recorded topic's subscription is matched with ``at_least`` publishers and with every publisher
+        the graph shows (graph discovery alone is not enough: a reliable reader that is not matched yet misses the
+        first messages). An arm command topic has two writers: the controller and its guard."""
+        def matched(t: str) -> bool:
+            return self.subscriptions[t].get_publisher_count() >= max(at_least, self.node.count_publishers(t))
+
+        self.wait_for(lambda: all(matched(t) for t in topics), timeout, f"matched publishers on {topics}")
 
     def received(self, topic: str) -> list[tuple[float, Any]]:
         with self.lock:
