@@ -38,10 +38,10 @@ import numpy as np
 import pybullet as p
 
 from gato_robot.core import specs
-from gato_robot.core.gripper import GraspDetector
+from gato_robot.core.embodiment import RawObservation, load_embodiment
 from gato_robot.sim import objects, success
 from gato_robot.sim import workspace as ws
-from gato_robot.sim.robot import Panda
+from gato_robot.sim.robot import FINGER_JOINTS, Panda
 from gato_robot.sim.scene import SUBSTEPS, Scene
 
 PRIVILEGED_POSES = "privileged/object_poses"
@@ -77,10 +77,10 @@ class RgbStackingEnv(gym.Env):
         if grasp_flag not in GRASP_FLAGS:
             raise ValueError(f"grasp_flag must be one of {GRASP_FLAGS}, got {grasp_flag!r}")
         self.grasp_flag = grasp_flag
-        self._grasp = GraspDetector()
+        self.embodiment = load_embodiment("panda")  # the arm this simulator builds (sim/robot.py)
         self.triplet_name = objects.check_triplet_name(triplet)
         self.object_ids = None if object_ids is None else objects.check_object_ids(object_ids)
-        self.spec_ = specs.rgb_stacking_spec(cameras, image_size)
+        self.spec_ = self.embodiment.spec(cameras, image_size)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
@@ -89,6 +89,8 @@ class RgbStackingEnv(gym.Env):
         self.privileged = bool(privileged)
         self.camera_names = [s.name[len(specs.CAMERA_PREFIX):] for s in self.spec_.observations
                              if s.kind is specs.Kind.IMAGE]
+        # previous action and grasp flag: the one observation builder (also the ROS tokenizer's and the logs')
+        self._builder = self.embodiment.observation_builder(self.camera_names)
         obs_spaces = {s.name: _space(s) for s in self.spec_.observations}
         if self.privileged:
             obs_spaces[PRIVILEGED_POSES] = gym.spaces.Box(-np.inf, np.inf, (3, 7), np.float32)
@@ -102,7 +104,6 @@ class RgbStackingEnv(gym.Env):
         self.robot = Panda(self.client, low_poly=self.low_poly_arm)
         self.triplet: tuple[str, str, str] | None = None
         self._tracker = success.SuccessTracker()
-        self._previous_action = np.zeros(5, np.float32)
         self._t = 0
 
     # -- gymnasium API --------------------------------------------------------------------------------------
@@ -121,9 +122,8 @@ class RgbStackingEnv(gym.Env):
         self.scene.settle(self._substep)
         self.robot.reset(tool, yaw)  # settling let the arm sag a little under position control
         self._tracker = success.SuccessTracker()
-        self._previous_action = np.zeros(5, np.float32)
         self._t = 0
-        self._grasp.reset()
+        self._builder.reset()
         return self._observation(), self._info(False)
 
     def step(self, action: Any):
@@ -131,7 +131,7 @@ class RgbStackingEnv(gym.Env):
         self.robot.apply(action[:3], float(action[3]), bool(action[4] > 0), ws.CONTROL_DT)
         for _ in range(SUBSTEPS):
             self._substep()
-        self._previous_action = action
+        self._builder.command(action)
         self._t += 1
         is_stacked = self.stacked()
         self._tracker.update(is_stacked)
@@ -208,24 +208,15 @@ class RgbStackingEnv(gym.Env):
 
     def _observation(self) -> dict[str, np.ndarray]:
         q, dq = self.robot.joint_state()
-        opening, opening_vel = self.robot.finger_state()
-        obs: dict[str, np.ndarray] = {}
-        for name in self.camera_names:
-            key = f"{specs.CAMERA_PREFIX}{name}"
-            if self.render_images:
-                obs[key] = self.scene.render(name, self.image_size)
-            else:
-                obs[key] = np.zeros((self.image_size, self.image_size, 3), np.uint8)
-        obs["proprio/joint_angles"] = q.astype(np.float32)
-        obs["proprio/joint_velocities"] = dq.astype(np.float32)
-        obs["proprio/tool_pose"] = self.robot.tool_pose().astype(np.float32)
-        opening, opening_vel = float(np.float32(opening)), float(np.float32(opening_vel))  # as observed (float32)
-        if self.grasp_flag == "fingers":  # once per observation: the detector steps with the control loop
-            grasp = self._grasp.update(opening, opening_vel, closing=self.robot.gripper_closed)
+        fingers = p.getJointStates(self.robot.body, FINGER_JOINTS, physicsClientId=self.client)
+        if self.render_images:
+            images = {name: self.scene.render(name, self.image_size) for name in self.camera_names}
         else:
-            grasp = self.grasping()
-        obs["proprio/gripper"] = np.array([opening, opening_vel, float(grasp)], np.float32)
-        obs["proprio/previous_action"] = self._previous_action.copy()
+            images = {name: np.zeros((self.image_size, self.image_size, 3), np.uint8) for name in self.camera_names}
+        obs = self._builder.build(RawObservation(
+            images=images, joint_positions=q, joint_velocities=dq, tool_pose=self.robot.tool_pose(),
+            finger_positions=[f[0] for f in fingers], finger_velocities=[f[1] for f in fingers],
+            grasp=None if self.grasp_flag == "fingers" else self.grasping()))
         if self.privileged:
             obs[PRIVILEGED_POSES] = self.scene.object_poses().astype(np.float32)
             verts = np.zeros((3, MAX_VERTICES, 3), np.float32)

@@ -49,7 +49,8 @@ def test_only_the_ros_folder_imports_ros():
 
 
 def test_core_needs_only_numpy_stdlib_and_sentencepiece():
-    allowed = {"numpy", "sentencepiece", "gato_robot", "__future__"} | set(sys.stdlib_module_names)
+    # yaml: PyYAML is an install requirement; core/embodiment.py reads the robot files (config/robots) with it
+    allowed = {"numpy", "sentencepiece", "yaml", "gato_robot", "__future__"} | set(sys.stdlib_module_names)
     offenders = {
         str(p.relative_to(ROOT)): sorted(imported_roots(p) - allowed) for p in python_files(PKG / "core")
     }
@@ -86,7 +87,8 @@ HEAVY = {"torch", "rclpy", "pybullet", "onnxruntime", "h5py", "gymnasium"}
 
 
 def test_core_imports_without_heavy_packages():
-    loaded = _loaded_after_import(["gato_robot.core.specs", "gato_robot.core.tokenizer", "gato_robot.core.sequence"])
+    loaded = _loaded_after_import(["gato_robot.core.specs", "gato_robot.core.tokenizer", "gato_robot.core.sequence",
+                                   "gato_robot.core.embodiment"])
     assert not loaded & HEAVY, loaded & HEAVY
 
 

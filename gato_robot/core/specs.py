@@ -268,18 +268,31 @@ RGB_STACKING_CAMERAS = ("basket_front_left", "basket_front_right", "basket_back_
 CAMERA_PREFIX = "camera/"
 PANDA_ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 ACTION_KEY = "action"
+# The proprioception keys, defined once (gato_robot.core.embodiment builds observations with them).
+JOINT_ANGLES_KEY = "proprio/joint_angles"
+JOINT_VELOCITIES_KEY = "proprio/joint_velocities"
+TOOL_POSE_KEY = "proprio/tool_pose"
+GRIPPER_KEY = "proprio/gripper"
+PREVIOUS_ACTION_KEY = "proprio/previous_action"
 # The original 5-D action: tool velocity x/y/z (m/s), wrist yaw rate (rad/s), gripper (+-255, > 0 closes).
 RGB_STACKING_ACTION_NAMES = ("tool_vx", "tool_vy", "tool_vz", "tool_yaw_rate", "gripper")
 RGB_STACKING_ACTION_LOW = (-0.07, -0.07, -0.07, -1.0, -255.0)
 RGB_STACKING_ACTION_HIGH = (0.07, 0.07, 0.07, 1.0, 255.0)
 
 
-def rgb_stacking_spec(cameras: int | Sequence[str] = 2, image_size: int = 128) -> RobotSpec:
+def rgb_stacking_spec(cameras: int | Sequence[str] = 2, image_size: int = 128, *,
+                      arm_joints: Sequence[str] = PANDA_ARM_JOINTS,
+                      action_low: Sequence[float] = RGB_STACKING_ACTION_LOW,
+                      action_high: Sequence[float] = RGB_STACKING_ACTION_HIGH,
+                      robot: str = "panda") -> RobotSpec:
     """The spec shared by the simulator, the ROS nodes and the trainer for the RGB-stacking task.
 
     ``cameras``: 2 (front left/right, as Gato), 3 (plus back left), or explicit camera names.
     Proprioception follows the original's meaning (joint angles and velocities, tool pose, gripper
     state, previous action); object poses are privileged and not part of the policy's observation.
+    ``arm_joints``, the action bounds and ``robot`` describe the arm (``gato_robot.core.embodiment`` passes its
+    robot file's); the Panda's spec keeps the name ``rgb_stacking_<n>cam`` that trained models record, another
+    robot's is ``rgb_stacking_<robot>_<n>cam``.
     """
     if isinstance(cameras, int):
         if cameras not in (1, 2, 3):
@@ -294,21 +307,25 @@ def rgb_stacking_spec(cameras: int | Sequence[str] = 2, image_size: int = 128) -
         TensorSpec(f"{CAMERA_PREFIX}{n}", Kind.IMAGE, (image_size, image_size, 3), description=f"{n} RGB camera")
         for n in names
     ]
+    arm = tuple(arm_joints)
+    if not arm:
+        raise ValueError("arm_joints must name at least one joint")
+    n = len(arm)
     proprio = [
-        TensorSpec("proprio/joint_angles", Kind.CONTINUOUS, (7,), names=PANDA_ARM_JOINTS,
-                   description="arm joint angles (rad)"),
-        TensorSpec("proprio/joint_velocities", Kind.CONTINUOUS, (7,), names=PANDA_ARM_JOINTS,
+        TensorSpec(JOINT_ANGLES_KEY, Kind.CONTINUOUS, (n,), names=arm, description="arm joint angles (rad)"),
+        TensorSpec(JOINT_VELOCITIES_KEY, Kind.CONTINUOUS, (n,), names=arm,
                    description="arm joint velocities (rad/s)"),
-        TensorSpec("proprio/tool_pose", Kind.CONTINUOUS, (7,), names=("x", "y", "z", "qx", "qy", "qz", "qw"),
+        TensorSpec(TOOL_POSE_KEY, Kind.CONTINUOUS, (7,), names=("x", "y", "z", "qx", "qy", "qz", "qw"),
                    description="tool centre point position (m, robot base frame) and orientation quaternion"),
-        TensorSpec("proprio/gripper", Kind.CONTINUOUS, (3,), names=("opening", "opening_velocity", "grasp"),
+        TensorSpec(GRIPPER_KEY, Kind.CONTINUOUS, (3,), names=("opening", "opening_velocity", "grasp"),
                    description="finger opening (m), its rate (m/s), grasp detected (0/1)"),
-        TensorSpec("proprio/previous_action", Kind.CONTINUOUS, (5,), names=RGB_STACKING_ACTION_NAMES,
+        TensorSpec(PREVIOUS_ACTION_KEY, Kind.CONTINUOUS, (5,), names=RGB_STACKING_ACTION_NAMES,
                    description="the action applied at the previous step (physical units)"),
     ]
     action = TensorSpec(
         ACTION_KEY, Kind.CONTINUOUS, (5,), encoding=Encoding.LINEAR,
-        low=RGB_STACKING_ACTION_LOW, high=RGB_STACKING_ACTION_HIGH, names=RGB_STACKING_ACTION_NAMES,
+        low=tuple(action_low), high=tuple(action_high), names=RGB_STACKING_ACTION_NAMES,
         description="tool velocity (m/s), yaw rate (rad/s), gripper (> 0 closes)",
     )
-    return RobotSpec(name=f"rgb_stacking_{len(names)}cam", observations=tuple(images + proprio), actions=(action,))
+    name = f"rgb_stacking_{len(names)}cam" if robot == "panda" else f"rgb_stacking_{robot}_{len(names)}cam"
+    return RobotSpec(name=name, observations=tuple(images + proprio), actions=(action,))

@@ -40,6 +40,7 @@ from std_msgs.msg import Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from gato_robot.core import specs
+from gato_robot.core.embodiment import load_embodiment
 from gato_robot.ros import common, wire
 
 SIM_START = 1.0  # s: sim time of the first observation (a zero stamp reads as "unset" to many tools)
@@ -50,6 +51,7 @@ class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("gato_sim")
         d = lambda *a: common.declare(self, *a)  # noqa: E731
+        robot = d("robot", "panda", "robot name (config/robots/<name>.yaml) or robot file path: joint names")
         cameras = d("cameras", list(specs.RGB_STACKING_CAMERAS[:2]), "camera names (spec order)")
         image_size = int(d("image_size", 128, "rendered image size (pixels, square)"))
         topics = d("camera_topics", [common.camera_topic(c) for c in cameras], "Image topic per camera")
@@ -83,6 +85,10 @@ class SimNode(Node):
         from gato_robot.sim.env import RgbStackingEnv  # lazily: pybullet loads only in this node
 
         self.env = RgbStackingEnv(triplet=self.triplet, cameras=cameras, image_size=image_size)
+        self.embodiment = load_embodiment(robot)
+        if self.embodiment.name != self.env.embodiment.name:
+            raise ValueError(f"the simulator builds the robot {self.env.embodiment.name!r} only, not "
+                             f"{self.embodiment.name!r}")
         self.camera_keys = [f"{specs.CAMERA_PREFIX}{c}" for c in cameras]
         self.dt = 1.0 / self.control_hz
         self.t = SIM_START
@@ -268,14 +274,15 @@ class SimNode(Node):
             self.status_pub.publish(status)
         js = JointState()
         js.header.stamp = stamp
-        js.name = [*specs.PANDA_ARM_JOINTS, *common.FINGER_JOINTS]
-        opening, opening_velocity, _ = (float(v) for v in obs["proprio/gripper"])
-        js.position = [*map(float, obs["proprio/joint_angles"]), opening / 2, opening / 2]
-        js.velocity = [*map(float, obs["proprio/joint_velocities"]), opening_velocity / 2, opening_velocity / 2]
+        fingers = len(self.embodiment.finger_joints)  # each finger carries its share of the opening
+        js.name = [*self.embodiment.arm_joints, *self.embodiment.finger_joints]
+        opening, opening_velocity, _ = (float(v) for v in obs[specs.GRIPPER_KEY])
+        js.position = [*map(float, obs[specs.JOINT_ANGLES_KEY]), *[opening / fingers] * fingers]
+        js.velocity = [*map(float, obs[specs.JOINT_VELOCITIES_KEY]), *[opening_velocity / fingers] * fingers]
         self.joint_pub.publish(js)
         pose = PoseStamped()
         pose.header.stamp, pose.header.frame_id = stamp, self.frame
-        x, y, z, qx, qy, qz, qw = (float(v) for v in obs["proprio/tool_pose"])
+        x, y, z, qx, qy, qz, qw = (float(v) for v in obs[specs.TOOL_POSE_KEY])
         p, o = pose.pose.position, pose.pose.orientation
         p.x, p.y, p.z, o.x, o.y, o.z, o.w = x, y, z, qx, qy, qz, qw
         self.pose_pub.publish(pose)

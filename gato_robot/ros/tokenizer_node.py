@@ -4,7 +4,9 @@ Inputs (sensor-data QoS): one sensor_msgs/Image per spec camera (rgb8, bgr8, rgb
 resized to the spec), /joint_states (by name), /gato/tool_pose (geometry_msgs/PoseStamped). The previous action
 comes from the controller's last arm and gripper commands (reliable), the grasp flag from the fingers
 (``core.gripper.GraspDetector``); a new episode on /gato/episode_status clears both, as the environment's reset
-does. Output: /gato/observation (8UC1 rows with
+does. The robot (``robot``: a name under config/robots or a robot file's path, default panda) names the arm and
+finger joints read from /joint_states; its observation builder (``core.embodiment``, the simulator's and the
+log converter's too) assembles the observation and keeps the previous action and the grasp flag. Output: /gato/observation (8UC1 rows with
 the patches as uint8 pixels, ``gato_robot.ros.wire``; reliable, keep last 1), header.stamp = the set's newest camera
 stamp, frame_id = the spec name.
 
@@ -29,7 +31,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
 from gato_robot.core import specs
-from gato_robot.core.gripper import GraspDetector
+from gato_robot.core.embodiment import RawObservation, load_embodiment
 from gato_robot.core.safety import MAX_FUTURE_S
 from gato_robot.core.sync import ApproximateSync, Status
 from gato_robot.core.tokenizer import Tokenizer
@@ -42,6 +44,7 @@ class TokenizerNode(Node):
     def __init__(self) -> None:
         super().__init__("gato_tokenizer")
         d = lambda *a: common.declare(self, *a)  # noqa: E731
+        robot = d("robot", "panda", "robot name (config/robots/<name>.yaml) or robot file path: joint names, spec")
         cameras = d("cameras", list(specs.RGB_STACKING_CAMERAS[:2]), "spec camera names, in spec order")
         image_size = d("image_size", 128, "spec image size (pixels, square)")
         omit = d("omit_observations", [""], "spec observation keys the model does not take (e.g. proprio/previous_action)")
@@ -58,25 +61,23 @@ class TokenizerNode(Node):
         twist_topic = d("twist_topic", common.TWIST_TOPIC, "TwistStamped arm command topic (previous action)")
         forward_topic = d("forward_topic", common.FORWARD_TOPIC, "Float64MultiArray arm command topic")
         gripper_topic = d("gripper_topic", common.GRIPPER_TOPIC, "std_msgs/Float64 gripper command topic")
-        self.arm_joints = tuple(d("arm_joints", list(specs.PANDA_ARM_JOINTS), "arm joint names, in spec order"))
-        self.finger_joints = tuple(d("finger_joints", list(common.FINGER_JOINTS),
-                                     "finger joint names; their positions sum to the gripper opening"))
+        self.embodiment = load_embodiment(robot)
+        self.arm_joints = self.embodiment.arm_joints  # in spec order
+        self.finger_joints = self.embodiment.finger_joints  # their positions sum to the gripper opening
         if len(topics) != len(cameras):
             raise ValueError(f"camera_topics has {len(topics)} topics for {len(cameras)} cameras {cameras}")
         if self.interface not in ("twist", "forward_command"):
             raise ValueError(f"command_interface must be twist or forward_command, got {self.interface!r}")
-        if len(self.arm_joints) != 7:
-            raise ValueError(f"arm_joints must name the 7 arm joints of the spec, got {self.arm_joints}")
 
-        self.spec = specs.rgb_stacking_spec(cameras, image_size).without([k for k in omit if k])
+        self.spec = self.embodiment.spec(cameras, image_size).without([k for k in omit if k])
         self.tokenizer = Tokenizer(self.spec)
         self.encoder = wire.ObservationEncoder(self.tokenizer)  # the tokenizer's rows, images prepared on arrival
         self.camera_keys = [f"{specs.CAMERA_PREFIX}{c}" for c in cameras]
         self.sync = ApproximateSync([*self.camera_keys, JOINTS, POSE], self.camera_keys, slop=slop,
                                     max_age=max_age, min_interval=0.9 / self.control_hz, max_future=max_future)
-        self.previous_velocity = np.zeros(4)  # vx, vy, vz, yaw rate of the last arm command
-        self.previous_gripper = 0.0
-        self.grasp = GraspDetector()  # the grasp flag from the fingers (core.gripper): updated once per observation
+        self.cameras = tuple(cameras)
+        # previous action (the last arm and gripper commands) and grasp flag; float64: values as received
+        self.builder = self.embodiment.observation_builder(self.cameras, np.float64)
         self.published = 0
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=1000)  # tokenize + publish
         self.reject_log = common.RejectLog(self)
@@ -145,30 +146,29 @@ class TokenizerNode(Node):
 
     def on_twist(self, msg: TwistStamped) -> None:
         t = msg.twist
-        v = np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.z])
+        v = self.embodiment.velocity_from_twist((t.linear.x, t.linear.y, t.linear.z),
+                                                (t.angular.x, t.angular.y, t.angular.z))
         if np.all(np.isfinite(v)):
-            self.previous_velocity = v
+            self.builder.command_velocity(v)
 
     def on_forward(self, msg: Float64MultiArray) -> None:
         try:
-            v = wire.forward_command_to_velocity(msg.data)
+            v = wire.forward_command_to_velocity(msg.data, self.embodiment)
         except ValueError as e:
             self._reject("forward command", e)
             return
         if np.all(np.isfinite(v)):
-            self.previous_velocity = v
+            self.builder.command_velocity(v)
 
     def on_gripper(self, msg: Float64) -> None:
         if np.isfinite(msg.data):
-            self.previous_gripper = float(msg.data)
+            self.builder.command_gripper(float(msg.data))
 
     def on_episode_status(self, msg: String) -> None:
         """A new episode (the simulator, or whatever runs episodes on a robot) starts with no previous command and
         nothing grasped, as the environment's reset does (the first status seen: this node starts fresh)."""
         if self.episodes.update(msg) is not None and not self.episodes.first:
-            self.previous_velocity = np.zeros(4)
-            self.previous_gripper = 0.0
-            self.grasp.reset()
+            self.builder.reset()
 
     def clock(self) -> float | None:
         """The node clock for the sync's clock checks; None while sim time has not started (no /clock yet): then
@@ -197,12 +197,9 @@ class TokenizerNode(Node):
         t0 = time.perf_counter()
         items = outcome.items
         q, dq, fq, fdq = items[JOINTS]
-        obs = {key: items[key] for key in self.camera_keys}
-        obs["proprio/joint_angles"] = q
-        obs["proprio/joint_velocities"] = dq
-        obs["proprio/tool_pose"] = items[POSE]
-        obs["proprio/gripper"] = self.grasp.state(*wire.finger_opening(fq, fdq), closing=self.previous_gripper > 0)
-        obs["proprio/previous_action"] = np.array([*self.previous_velocity, self.previous_gripper])
+        obs = self.builder.build(RawObservation(
+            images={c: items[key] for c, key in zip(self.cameras, self.camera_keys)}, joint_positions=q,
+            joint_velocities=dq, tool_pose=items[POSE], finger_positions=fq, finger_velocities=fdq))
         try:
             rows = self.encoder.encode(obs)  # = encode_observation_rows(tokenizer.tokenize_observation(images))
         except ValueError as e:

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from gato_robot.core import vocab
+from gato_robot.core.embodiment import Embodiment, load_embodiment
 from gato_robot.core.sequence import TokenBlock
 from gato_robot.core.specs import Kind
 from gato_robot.core.tokenizer import Tokenizer, patch_pixels_of, patch_values
@@ -252,10 +253,12 @@ def finger_opening(finger_positions: np.ndarray, finger_velocities: np.ndarray) 
 FORWARD_COMMAND_LABELS = ("vx", "vy", "vz", "wx", "wy", "wz")  # Float64MultiArray layout: a Cartesian twist
 
 
-def action_to_twist(action: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float], float]:
-    """((vx, vy, vz), (wx, wy, wz), gripper) of a 5-D RGB-stacking action."""
-    a = np.asarray(action, np.float64)
-    return (float(a[0]), float(a[1]), float(a[2])), (0.0, 0.0, float(a[3])), float(a[4])
+def action_to_twist(action: np.ndarray, embodiment: Embodiment | None = None
+                    ) -> tuple[tuple[float, float, float], tuple[float, float, float], float]:
+    """((vx, vy, vz), (wx, wy, wz), gripper) of a 5-D RGB-stacking action, split as the robot file says
+    (``core.embodiment``; default: the Panda's)."""
+    command = (embodiment or load_embodiment()).arm_command(action)
+    return command.linear, command.angular, command.gripper
 
 
 def action_to_forward_command(action: np.ndarray) -> list[float]:
@@ -264,13 +267,14 @@ def action_to_forward_command(action: np.ndarray) -> list[float]:
     return [vx, vy, vz, wx, wy, wz]
 
 
-def forward_command_to_velocity(data: Sequence[float]) -> np.ndarray:
-    """(vx, vy, vz, yaw rate) from a forward command's data (6 values, :data:`FORWARD_COMMAND_LABELS`)."""
+def forward_command_to_velocity(data: Sequence[float], embodiment: Embodiment | None = None) -> np.ndarray:
+    """The action's velocity elements (the Panda's: vx, vy, vz, yaw rate) from a forward command's data (6 values,
+    :data:`FORWARD_COMMAND_LABELS`)."""
     d = np.asarray(data, np.float64)
     if d.shape != (len(FORWARD_COMMAND_LABELS),):
         raise ValueError(f"forward command must have {len(FORWARD_COMMAND_LABELS)} values "
                          f"{FORWARD_COMMAND_LABELS}, got {d.shape[0] if d.ndim else 0}")
-    return d[[0, 1, 2, 5]]
+    return (embodiment or load_embodiment()).velocity_from_twist(d[:3], d[3:])
 
 
 def action_tokens_array(encoding: str, height: int, width: int, step: int, data: bytes | memoryview,
