@@ -32,6 +32,7 @@ from gato_robot.core import eval_protocol
 from gato_robot.core.results import load_results
 from gato_robot.core.specs import CAMERA_PREFIX, Kind, RobotSpec
 from gato_robot.core.stats import wilson_interval
+from gato_robot.runtime.loader import resolve_temperature
 from gato_robot.sim import objects
 from gato_robot.sim.env import RgbStackingEnv
 from gato_robot.sim.policies import make_policy, needs_privileged
@@ -198,11 +199,13 @@ def check_models(policy: str, trusted_key: Path | None) -> None:
 
 
 def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path, seed: int = 0,
-        video_episodes: int = 2, images: bool | None = None, temperature: float = 0.0,
+        video_episodes: int = 2, images: bool | None = None, temperature: float | None = 0.0,
         trusted_key: Path | None = None, report: eval_protocol.ReportRun | None = None,
         ledger: Path = eval_protocol.DEFAULT_LEDGER) -> list[dict[str, Any]]:
     """``report``: a report-range run (its block's seeds; ``seed`` is ignored), checked against the ledger before
-    any episode and recorded there after the last; seeds in the report range without it are refused."""
+    any episode and recorded there after the last; seeds in the report range without it are refused.
+    ``temperature`` None: the model's recommended sampling (``gato_robot.runtime.loader.resolve_temperature``)."""
+    temperature = resolve_temperature(policy, temperature)  # the number recorded with the results
     if report is not None:
         seed = report.seeds.start
     if eval_protocol.seed_range_kind(seed, episodes) == "report" and report is None:
@@ -303,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/sim_benchmark"))
     ap.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
                     help="instead of running: merge these benchmark folders (same policy, disjoint seeds) into --out")
-    ap.add_argument("--temperature", type=float, default=0.0,
-                    help="model policies: 0 greedy; 1 samples the actions as Gato does (each episode seeded by its seed)")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="model policies: 0 greedy; 1 samples the actions as Gato does (each episode seeded by its "
+                         "seed); default: the model's recommendation (an export's sampling.json; greedy without one)")
     ap.add_argument("--trusted-key", type=Path, default=None, metavar="PUBLIC_KEY_PEM",
                     help="refuse ONNX policies not signed by this key's private key (model.sig; gato-sign-model)")
     args = ap.parse_args(argv)
@@ -321,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.episodes < 1 or args.workers < 1:
             raise ValueError("--episodes and --workers must be at least 1")
         triplets = objects.expand_triplets(args.triplets)
+        args.temperature = resolve_temperature(args.policy, args.temperature)  # given, or the model's
         report = _report_run(args, triplets)
         if report is None and eval_protocol.seed_range_kind(args.seed, args.episodes) == "other":
             print(f"warning: seeds {args.seed}-{args.seed + args.episodes - 1} are in neither the selection range "

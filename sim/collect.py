@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from gato_robot.data.episodes import Episode, EpisodeError, write_episode
+from gato_robot.runtime.contract import check_temperature
 from gato_robot.sim import objects
 from gato_robot.sim.env import RgbStackingEnv
 from gato_robot.sim.policies import EXPERTS, action_array, make_policy
@@ -177,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--max-steps must be at least 1")
         if args.action_noise > 0 and args.dagger:
             raise ValueError("choose one of --action-noise and --dagger")
-        if args.dagger_temperature < 0:
-            raise ValueError("--dagger-temperature must be >= 0")
+        check_temperature(args.dagger_temperature, "--dagger-temperature")  # the policy contract's one check
         if args.dagger and not args.dagger.startswith(("onnx:", "torch:")):
             raise ValueError(f"--dagger takes onnx:DIR or torch:CHECKPOINT, got {args.dagger!r}")
         objects.mesh_files()  # fail here, once, if the mesh wheel is missing

@@ -1,20 +1,20 @@
-"""Policies for the simulator, behind the project's protocol: ``initial_state()`` and
-``step(observation, state) -> (action, state)``, the action a (5,) float32 array in physical units or a dict
-``{"action": array}``. PyTorch and ONNX policies are imported lazily from their own packages."""
+"""The simulator's policies (the scripted experts, the random floor) and :func:`make_policy`, which names them
+and hands every model policy URI (``onnx:``, ``ensemble:``, ``torch:``, ``markov:``) to the one loader,
+``gato_robot.runtime.loader.load``. All follow the one protocol, ``gato_robot.runtime.contract.Policy``:
+``initial_state()`` and ``step(observation, state) -> (action, state)``, the action a (5,) float32 array in
+physical units or a dict ``{"action": array}``."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from gato_robot.core import specs
+from gato_robot.runtime.contract import Policy, check_temperature
+from gato_robot.runtime.loader import Memoryless, is_model_uri, load
 
-
-class Policy(Protocol):
-    def initial_state(self) -> Any: ...
-
-    def step(self, observation: dict[str, np.ndarray], state: Any) -> tuple[Any, Any]: ...
+__all__ = ["EXPERTS", "Memoryless", "Policy", "RandomPolicy", "action_array", "make_policy", "needs_privileged"]
 
 
 class RandomPolicy:
@@ -48,34 +48,20 @@ def needs_privileged(name: str) -> bool:
     return name.removeprefix("markov:") in EXPERTS
 
 
-class Memoryless:
-    """Any policy restarted from its initial state at every step: it acts on the current observation only.
-    ``markov:<policy>`` (e.g. ``markov:onnx:runs/x/onnx``) runs a history model this way, the ablation that
-    showed closed-loop latching on its own previous actions (docs/stacking.md, run 8)."""
-
-    def __init__(self, policy: Policy):
-        self.policy = policy
-
-    def initial_state(self) -> None:
-        return None
-
-    def step(self, observation: dict[str, np.ndarray], state: None) -> tuple[Any, None]:
-        action, _ = self.policy.step(observation, self.policy.initial_state())
-        return action, None
-
-
-def make_policy(name: str, seed: int = 0, threads: int | None = None, temperature: float = 0.0) -> Policy:
-    """``expert`` (scripted), ``feedback-expert`` (state feedback, memoryless), ``random``, ``torch:<checkpoint>``,
-    ``onnx:<export dir>`` or ``ensemble:<dir>,<dir>[,...]`` (exported policies sampled as one, a product of experts
-    per action token: ``gato_robot.runtime.ensemble``); ``markov:<any of these>`` restarts
-    it at every step (:class:`Memoryless`). ``temperature`` (model policies): 0 greedy, above 0 sampled, as Gato
-    acts; ``seed`` seeds the draws of each episode (``initial_state``). ``threads``: the CPU threads a torch
-    or ONNX policy may use (None: the library's default, all cores). Parallel workers must split the cores: with
-    two workers of two threads each on two cores, the thread pools' spin-waiting made an episode 30x slower."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+def make_policy(name: str, seed: int = 0, threads: int | None = None, temperature: float | None = 0.0,
+                trusted_key: str | None = None) -> Policy:
+    """``expert`` (scripted), ``feedback-expert`` (state feedback, memoryless), ``random``, or a model policy URI
+    (``torch:<checkpoint>``, ``onnx:<export dir>``, ``ensemble:<dir>,<dir>[,...]``: ``gato_robot.runtime.loader``);
+    ``markov:<any of these>`` restarts it at every step (:class:`Memoryless`). ``temperature`` (model policies):
+    0 greedy, above 0 sampled, as Gato acts; None: the model's recommended sampling (its export's
+    ``sampling.json``; greedy without one). ``seed`` seeds the draws of each episode (``initial_state``).
+    ``threads``: the CPU threads a torch or ONNX policy may use (None: the library's default, all cores)."""
+    if temperature is not None:
+        check_temperature(temperature)
+    if is_model_uri(name):
+        return load(name, temperature=temperature, seed=seed, threads=threads, trusted_key=trusted_key)
     if name.startswith("markov:"):
-        if temperature > 0:  # a restart re-seeds the draws: every step would draw the same numbers
+        if temperature:  # a restart re-seeds the draws: every step would draw the same numbers
             raise ValueError("markov:<policy> is greedy only; sample from a model trained with model.markov instead")
         return Memoryless(make_policy(name.split(":", 1)[1], seed, threads))
     if name == "expert":
@@ -88,28 +74,5 @@ def make_policy(name: str, seed: int = 0, threads: int | None = None, temperatur
         return FeedbackExpert()
     if name == "random":
         return RandomPolicy(seed)
-    if name.startswith("torch:"):
-        try:
-            from gato_robot.model.policy import TorchPolicy
-        except ImportError as e:
-            raise ValueError(
-                f"torch policies need gato_robot.model.policy.TorchPolicy and PyTorch (pip install -e .[torch]): {e}"
-            ) from e
-        return TorchPolicy.from_checkpoint(name.split(":", 1)[1], threads=threads, temperature=temperature, seed=seed)
-    if name.startswith("onnx:"):
-        try:
-            from gato_robot.runtime.onnx_policy import OnnxPolicy
-        except ImportError as e:
-            raise ValueError(
-                f"onnx policies need gato_robot.runtime.onnx_policy.OnnxPolicy and onnxruntime "
-                f"(pip install -e .[onnx]): {e}"
-            ) from e
-        return OnnxPolicy.from_directory(name.split(":", 1)[1], intra_op_threads=threads or 0,
-                                         temperature=temperature, seed=seed)
-    if name.startswith("ensemble:"):  # ensemble:DIR1,DIR2[,...]: exported policies averaged per action token
-        from gato_robot.runtime.ensemble import EnsemblePolicy
-
-        return EnsemblePolicy(name.split(":", 1)[1].split(","), intra_op_threads=threads or 0,
-                              temperature=temperature, seed=seed)
     raise ValueError(f"unknown policy {name!r}; use expert, feedback-expert, random, torch:<checkpoint> or "
                      "onnx:<directory> or ensemble:<dir>,<dir>, optionally after markov:")

@@ -256,8 +256,11 @@ class RunSection:
                   threads=self.threads, log_every=self.log_every, checkpoint_every=self.checkpoint_every,
                   keep_checkpoints=self.keep_checkpoints, eval_batches=self.eval_batches,
                   sim_eval_episodes=self.sim_eval_episodes)
-        if self.rollout_every < 0 or self.rollout_episodes < 0 or self.rollout_temperature < 0:
-            raise ValueError("run.rollout_every, run.rollout_episodes and run.rollout_temperature must be >= 0")
+        if self.rollout_every < 0 or self.rollout_episodes < 0:
+            raise ValueError("run.rollout_every and run.rollout_episodes must be >= 0")
+        from gato_robot.runtime.contract import check_temperature  # the policy contract's one check (numpy only)
+
+        check_temperature(self.rollout_temperature, "run.rollout_temperature")
         if self.eval_every < 0 or self.sim_eval_every < 0 or self.checkpoint_write_delay_s < 0:
             raise ValueError("run.eval_every, run.sim_eval_every and run.checkpoint_write_delay_s must be >= 0")
         if not self.out_dir:

@@ -106,7 +106,9 @@ def check_model(model: Path, trusted_key: Path | None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gato_robot.runtime.shipped import SHIPPED_TEMPERATURE, shipped_model_dir
+    from gato_robot.runtime.contract import check_temperature
+    from gato_robot.runtime.loader import resolve_temperature
+    from gato_robot.runtime.shipped import shipped_model_dir
 
     ap = argparse.ArgumentParser(prog="gato-demo", description="\n\n".join(__doc__.split("\n\n")[1:3]),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                          "gato-sign-model); default: the origin is not checked")
     ap.add_argument("--random-model", action="store_true",
                     help="instead: a random-weight tiny policy exported on the spot (it moves the arm, cannot stack)")
-    ap.add_argument("--temperature", type=float, default=SHIPPED_TEMPERATURE,
-                    help="action sampling temperature of the policy (0: greedy; the shipped model samples at 1)")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="action sampling temperature of the policy (0: greedy); default: the model's recommendation "
+                         "(its sampling.json: the shipped model samples at 1; greedy without one)")
     ap.add_argument("--steps", type=int, default=400,
                     help="control steps of the ROS stack episode (20 per second; a benchmark episode is 400)")
     ap.add_argument("--triplet", default="rgb_test_triplet5",
@@ -132,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-stack", action="store_true", help="do not run the ROS 2 stack")
     ap.add_argument("--skip-expert", action="store_true", help="do not run the scripted-expert benchmark")
     args = ap.parse_args(argv)
-    if args.temperature < 0:
-        ap.error(f"--temperature must be >= 0, got {args.temperature}")
+    if args.temperature is not None:
+        try:
+            check_temperature(args.temperature, "--temperature")  # the policy contract's one check
+        except ValueError as e:
+            ap.error(str(e))
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -164,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if not check_model(model, args.trusted_key):
             return 2
-        print(f"\npolicy: the shipped {model.name} ({model}); actions sampled at temperature {args.temperature:g}")
+        print(f"\npolicy: the shipped {model.name} ({model})")
+    why = "--temperature" if args.temperature is not None else "the model's recommendation (greedy without one)"
+    args.temperature = resolve_temperature(f"onnx:{model}", args.temperature)  # given, or the model's (verified)
+    how = "decoded greedily" if args.temperature == 0 else f"sampled at temperature {args.temperature:g}"
+    print(f"actions {how}: {why}")
     outputs = []
     if not args.skip_stack:
         from gato_robot.ros.demo import run_stack_episode

@@ -11,12 +11,13 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from gato_robot.core.specs import RobotSpec
 from gato_robot.data.episodes import Episode, write_episode
+from gato_robot.runtime.contract import Policy  # the one protocol; re-exported for the domains
 
 # Gato (Sec. 3.1 / appendix): only episodes with return >= 80% of the expert's return are used.
 DEFAULT_RETURN_FRACTION = 0.8
@@ -60,12 +61,8 @@ def passes_return_filter(metas: Sequence[Mapping[str, Any]], fraction: float = D
     return keep
 
 
-class Policy(Protocol):
-    """The project's policy protocol (``TorchPolicy``, ``OnnxPolicy``, :class:`RandomPolicy`)."""
-
-    def initial_state(self) -> Any: ...
-
-    def step(self, observation: Mapping[str, Any], state: Any) -> tuple[np.ndarray, Any]: ...
+__all__ = ["DEFAULT_RETURN_FRACTION", "Policy", "RandomPolicy", "RolloutResult", "passes_return_filter", "timed",
+           "write_control_episode"]
 
 
 class RandomPolicy:

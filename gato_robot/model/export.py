@@ -207,8 +207,10 @@ def check_parity(model: Gato, spec: RobotSpec, tokenizer: Tokenizer, onnx_dir: P
 
 
 def export_onnx(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
-                parity_steps: int = 25, parity_tolerance: float = 1e-4) -> Path:
-    """Export, verify and write the manifest. Returns ``out_dir``. Raises ValueError when a check fails."""
+                parity_steps: int = 25, parity_tolerance: float = 1e-4, temperature: float | None = None) -> Path:
+    """Export, verify and write the manifest. Returns ``out_dir``. Raises ValueError when a check fails.
+    ``temperature``: the sampling the model was evaluated at, recommended to every entry point
+    (``sampling.json``, listed and hashed by the manifest: ``gato_robot.runtime.contract``); None: none."""
     import onnx
     import onnxruntime
 
@@ -223,6 +225,7 @@ def export_onnx(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
         files = export_graph(model, spec, staging / ONNX_FILE, logits_range, opset)
+        files += recommendation_files(staging, temperature)
         n_checked = check_finite_initializers(staging / ONNX_FILE)
         c = model.config
         fields = {
@@ -247,6 +250,15 @@ def export_onnx(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def recommendation_files(directory: Path, temperature: float | None) -> list[str]:
+    """Write the recommended sampling (``sampling.json``) when ``temperature`` is given: the files to hash."""
+    if temperature is None:
+        return []
+    from gato_robot.runtime.contract import write_recommendation
+
+    return [write_recommendation(directory, temperature, "the temperature this model was evaluated at")]
 
 
 def export_random_policy(root: str | os.PathLike, *, context: int | None = None, seed: int = 0,
@@ -282,22 +294,33 @@ def main(argv: list[str] | None = None) -> int:
                     help="weights, activations and cache (16-bit: model/export_fused.py, parity over whole episodes)")
     ap.add_argument("--attention", default="plain", choices=("plain", "fused"),
                     help="fused: ONNX Runtime's GroupQueryAttention appending in place (model/export_fused.py)")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="the sampling temperature the model was evaluated at (0: greedy), written to OUT/sampling.json "
+                         "(hashed by the manifest); the benchmark, demo and ROS stack use it unless told otherwise. "
+                         "Default: no recommendation (they decode greedily)")
     ap.add_argument("--sign-key", type=Path, default=None, metavar="PRIVATE_KEY_PEM",
                     help="sign the exported folder with this elliptic-curve private key (writes OUT/model.sig; "
                          "gato_robot.runtime.trust)")
     args = ap.parse_args(argv)
     if args.sign_key is not None and not args.sign_key.is_file():  # before minutes of export
         ap.error(f"--sign-key {args.sign_key}: no such private key file")
+    if args.temperature is not None:
+        from gato_robot.runtime.contract import check_temperature
+
+        try:
+            check_temperature(args.temperature, "--temperature")
+        except ValueError as e:
+            ap.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if (args.dtype, args.attention) == ("fp32", "plain"):  # the reference path
-            out = export_onnx(args.checkpoint, args.out, opset=args.opset,
+            out = export_onnx(args.checkpoint, args.out, opset=args.opset, temperature=args.temperature,
                               parity_steps=25 if args.parity_steps is None else args.parity_steps)
         else:
             from gato_robot.model.export_fused import export_onnx_fast
 
             out = export_onnx_fast(args.checkpoint, args.out, attention=args.attention, dtype=args.dtype,
-                                   opset=args.opset, parity_steps=400 if args.parity_steps is None else args.parity_steps)
+                                   opset=args.opset, temperature=args.temperature, parity_steps=400 if args.parity_steps is None else args.parity_steps)
         from gato_robot.runtime.trust import SIGNATURE_FILE, sign_model
 
         if args.sign_key is not None:

@@ -62,6 +62,7 @@ from gato_robot.model.export import (
     check_finite_initializers,
     generated_observations,
     parity,
+    recommendation_files,
     save_program,
 )
 from gato_robot.model.gato import Gato
@@ -430,7 +431,8 @@ def _bind(path: Path, fields: dict[str, Any]) -> None:
 def export_onnx_fast(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *, attention: str = "fused",
                      dtype: str = "fp16", opset: int = DEFAULT_OPSET, parity_episodes: int = 2,
                      parity_steps: int = 400, parity_providers: str = "auto", reference_device: str = "cpu",
-                     model: Gato | None = None, spec: RobotSpec | None = None) -> Path:
+                     model: Gato | None = None, spec: RobotSpec | None = None,
+                     temperature: float | None = None) -> Path:
     """Export, check and write the manifest (``export.export_onnx``'s layout plus ``attention``, ``dtype``, the
     fused-graph check and the parity record). ``model``/``spec`` given: nothing is read from ``checkpoint_dir``
     (benchmarks); ``reference_device``: where the fp32 PyTorch reference of the parity check runs (the model is moved there)."""
@@ -454,6 +456,7 @@ def export_onnx_fast(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLi
     try:
         files = export_graph_fast(model, spec, staging / ONNX_FILE, logits_range, attention=attention, dtype=dtype,
                                   opset=opset)
+        files += recommendation_files(staging, temperature)  # sampling.json: the recommended sampling
         fields: dict[str, Any] = {
             "opset": opset, "onnx_version": onnx.__version__, "onnxruntime_version": onnxruntime.__version__,
             "torch_version": torch.__version__, "model": c.to_dict(), "spec": spec.to_dict(), "tokenizer": settings,

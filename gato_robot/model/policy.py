@@ -36,12 +36,14 @@ from gato_robot.model.embedding import GatoInputs, inputs_from_batch
 from gato_robot.model.gato import Gato
 from gato_robot.model.kv_cache import KVCache
 from gato_robot.model.sampling import sample_in_range
+from gato_robot.runtime.contract import CONSUMED_ERROR, Sampling
 
 
 @dataclasses.dataclass
 class PolicyState:
     """Everything a policy remembers between steps. ``step`` updates the cache tensors in place and returns a
-    state sharing them: a state is consumed by ``step``; ``clone()`` it first to branch or replay."""
+    new state sharing them: a state is consumed by ``step`` (``consumed``; stepping it again raises,
+    ``gato_robot.runtime.contract``); ``clone()`` it first to branch or replay."""
 
     cache: KVCache
     timestep: int = 0  # control steps taken since initial_state()
@@ -49,6 +51,7 @@ class PolicyState:
     action_tokens: np.ndarray | None = None  # (A,) int64 vocabulary ids chosen at the last step
     logits: np.ndarray | None = None  # (A, hi - lo) float32 logits over ``TorchPolicy.logits_ids`` (record_logits)
     generator: torch.Generator | None = None  # for temperature > 0
+    consumed: bool = False  # set by the step it was passed to
 
     def clone(self) -> PolicyState:
         gen = None
@@ -56,7 +59,7 @@ class PolicyState:
             gen = torch.Generator(self.generator.device)
             gen.set_state(self.generator.get_state())
         return dataclasses.replace(
-            self, cache=self.cache.clone(), generator=gen,
+            self, cache=self.cache.clone(), generator=gen, consumed=False,
             action_tokens=None if self.action_tokens is None else self.action_tokens.copy(),
             logits=None if self.logits is None else self.logits.copy(),
         )
@@ -73,8 +76,7 @@ class TorchPolicy:
                  prompt: TokenBlock | Sequence[tuple[Mapping[str, Any], Any]] | None = None,
                  temperature: float = 0.0, device: torch.device | str = "cpu", seed: int = 0,
                  record_logits: bool = False) -> None:
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        self.sampling = Sampling(temperature, seed)  # the one check (gato_robot.runtime.contract)
         context = model.config.context
         if spec.max_timestep_tokens + 1 > context:
             raise ValueError(
@@ -84,9 +86,7 @@ class TorchPolicy:
         self.model = model.to(device).eval()
         self.spec = spec
         self.tokenizer = tokenizer if tokenizer is not None else Tokenizer(spec)
-        self.temperature = temperature
         self.device = torch.device(device)
-        self.seed = seed
         self.record_logits = record_logits
         self.ranges = self.tokenizer.action_token_ranges()
         # the head is evaluated only over the ids some action dimension may take
@@ -110,6 +110,18 @@ class TorchPolicy:
             kw["tokenizer"] = Tokenizer.from_settings(spec, read_checkpoint_config(path).get("tokenizer"))
         return cls(model, spec, device=device, **kw)
 
+    @property
+    def temperature(self) -> float:
+        return self.sampling.temperature
+
+    @property
+    def seed(self) -> int:
+        return self.sampling.seed
+
+    @seed.setter
+    def seed(self, seed: int) -> None:  # the next initial_state() draws from it (an episode's seed)
+        self.sampling = dataclasses.replace(self.sampling, seed=seed)
+
     # -- state -------------------------------------------------------------------------------------------
     def initial_state(self) -> PolicyState:
         if self._prompt_cache is None:
@@ -120,9 +132,9 @@ class TorchPolicy:
                         _, cache = self.model.forward_cached(self._inputs(piece), cache)
             self._prompt_cache = cache
         generator = None
-        if self.temperature > 0:
+        if not self.sampling.greedy:
             generator = torch.Generator(self.device)
-            generator.manual_seed(self.seed)
+            generator.manual_seed(self.sampling.seed)
         return PolicyState(cache=self._prompt_cache.clone(), generator=generator)
 
     # -- acting ------------------------------------------------------------------------------------------
@@ -132,7 +144,11 @@ class TorchPolicy:
 
     def step_tokens(self, observation: TokenBlock, state: PolicyState) -> tuple[np.ndarray, PolicyState]:
         """``step`` for an observation tokenized elsewhere (``Tokenizer.tokenize_observation``: one timestep's
-        observation ending with the separator, e.g. from the ROS tokenizer node). Chosen ids: ``state.action_tokens``."""
+        observation ending with the separator, e.g. from the ROS tokenizer node). Chosen ids: ``state.action_tokens``.
+        ``state`` is consumed (the returned state shares its cache tensors)."""
+        if state.consumed:
+            raise ValueError(CONSUMED_ERROR)
+        state.consumed = True
         if self.model.config.markov:  # only this timestep (and a prompt): start again from the initial cache
             if self._prompt is None:  # slots at positions >= pos are masked: rewind, no copy (as OnnxPolicy)
                 cache = state.cache._replace(pos=torch.zeros_like(state.cache.pos))
@@ -146,7 +162,7 @@ class TorchPolicy:
             base = self.logits_ids[0]
             logits, cache = self.model.forward_cached(self._inputs(chunk), state.cache, self.logits_ids)
             for j, (lo, hi) in enumerate(self.ranges):
-                token = sample_in_range(logits, lo - base, hi - base, self.temperature, state.generator) + base
+                token = sample_in_range(logits, lo - base, hi - base, self.sampling.temperature, state.generator) + base
                 chosen.append(token)  # (1,) vocabulary id
                 if self.record_logits:
                     recorded.append(logits[0])

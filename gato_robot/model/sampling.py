@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from gato_robot.runtime.contract import check_temperature
+
 
 def restrict(logits: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     """(..., V) -> (..., V) with every id outside [lo, hi) at -inf."""
@@ -23,8 +25,7 @@ def sample_in_range(logits: torch.Tensor, lo: int, hi: int, temperature: float =
     """(B, V) logits -> (B,) int64 ids in [lo, hi): argmax when temperature == 0, else softmax(logits / T)."""
     if not 0 <= lo < hi <= logits.shape[-1]:
         raise ValueError(f"token range [{lo}, {hi}) is empty or outside the vocabulary of {logits.shape[-1]}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    check_temperature(temperature)
     window = logits[..., lo:hi].float()  # (B, hi - lo)
     if temperature == 0:
         return window.argmax(-1) + lo

@@ -29,16 +29,19 @@ CAMERA = "basket_front_left"
 
 def run_stack_episode(model_dir: str | os.PathLike, out_dir: str | os.PathLike, steps: int = 100,
                       triplet: str = "rgb_test_triplet1", seed: int = 0, timeout_s: float = 300.0,
-                      temperature: float = 0.0) -> dict[str, Any]:
+                      temperature: float | None = None) -> dict[str, Any]:
     """Run ``steps`` control steps of one simulated episode through the stack; write ``stack_episode.mp4``.
-    ``temperature``: the policy node's (0 greedy; the shipped model samples at 1)."""
+    ``temperature``: the policy node's (0 greedy); None: the model's recommendation (the shipped model's: 1)."""
+    from gato_robot.ros.stack import MODEL_TEMPERATURE
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     domain = testing.domain_for(f"gato-demo-{os.getpid()}")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     with tempfile.TemporaryDirectory() as tmp:
         params = testing.write_params(Path(tmp) / "stack.yaml", {
-            "gato_policy": {"providers": "auto", "intra_op_threads": 1, "temperature": float(temperature)},
+            "gato_policy": {"providers": "auto", "intra_op_threads": 1, "temperature":
+                            MODEL_TEMPERATURE if temperature is None else float(temperature)},
             "gato_sim": {"episode_steps": steps, "max_episodes": 1, "start_paused": True, "triplet": triplet,
                          "seed": seed},
         })

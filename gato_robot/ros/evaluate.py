@@ -107,14 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", help="the direct benchmark's results.json for the same policy, or the episodes of "
                                      "benchmarks/ros_path_ablation.py --variants rate_limit --out (the direct loop "
                                      "with the controller's filter: with the same draws, the same episodes)")
-    p.add_argument("--temperature", type=float, default=0.0,
-                   help="the policy node's sampling temperature (0: greedy; use the direct benchmark's)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="the policy node's sampling temperature (0: greedy; use the direct benchmark's); default: "
+                        "the model's recommendation (its sampling.json; greedy without one)")
     p.add_argument("--out", default="runs/ros_eval")
     a = p.parse_args(argv)
     if a.episodes < 1:
         p.error("--episodes must be >= 1")
-    if a.temperature < 0:
-        p.error("--temperature must be >= 0 (0: greedy)")
+    try:  # the number every episode runs at (and the record says): given, or the model's recommendation
+        from gato_robot.runtime.loader import resolve_temperature
+
+        a.temperature = resolve_temperature(f"onnx:{a.model}", a.temperature)
+    except ValueError as e:
+        p.error(str(e))
     direct: dict[str, dict[str, Any]] = {}
     direct_episodes: list[dict[str, Any]] = []
     if a.compare:  # read before the episodes run: a bad file must not cost them

@@ -29,6 +29,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from gato_robot.ros import common, wire
+from gato_robot.ros.stack import MODEL_TEMPERATURE
 
 
 def load_or_refuse(logger: Any, model_dir: str, trusted_key: str = "", **kw: Any) -> Any:
@@ -55,7 +56,10 @@ class PolicyNode(LifecycleNode):
                                  "private key (model.sig; empty: the origin is not checked)"))
         self.providers = d("providers", "auto", "ONNX Runtime providers: auto | cpu | cuda")
         self.threads = int(d("intra_op_threads", 0, "ONNX Runtime intra-op threads (0: its default)"))
-        self.temperature = float(d("temperature", 0.0, "sampling temperature (0: greedy)"))
+        temperature = float(d("temperature", MODEL_TEMPERATURE, "sampling temperature: -1 the model's recommendation "
+                              "(its sampling.json; greedy without one), 0 greedy, > 0 sampled"))
+        # None: the policy takes its manifest's recommendation; any other value is checked by the policy contract
+        self.temperature = None if temperature == MODEL_TEMPERATURE else temperature
         self.seed = int(d("seed", 0, "sampling seed (temperature > 0)"))
         self.seed_from_episode = bool(d("seed_from_episode", False, "reseed the sampler with each episode's seed "
                                         "from /gato/episode_status (the direct benchmark's draws)"))
@@ -95,9 +99,16 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info(
             f"loaded {self.model_dir} (manifest verified, "
             f"{f'signature verified with {self.trusted_key}' if self.trusted_key else 'origin not checked'}, "
-            f"spec {self.policy.spec.name}) on {self.policy.provider}, "
+            f"spec {self.policy.spec.name}) on {self.policy.provider}, {self._sampling_text()}, "
             f"warmed up in {time.perf_counter() - t0:.2f} s")
         return TransitionCallbackReturn.SUCCESS
+
+    def _sampling_text(self) -> str:
+        t = self.policy.temperature
+        how = "greedy" if t == 0 else f"sampled at temperature {t:g}"
+        if self.temperature is not None:
+            return f"{how} (parameter temperature)"
+        return f"{how} ({'the model recommends it' if self.policy.recommended else 'the model recommends nothing'})"
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         self.active = True

@@ -61,7 +61,9 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "model": ("", "exported ONNX policy directory (model.onnx + manifest.json) for the policy node"),
     "camera_topics": ("", "comma-separated sensor_msgs/Image topics, one per spec camera, in spec order"),
     "command_interface": ("", f"arm command interface: one of {COMMAND_INTERFACES}"),
-    "temperature": ("", "the policy's action sampling temperature (0: greedy; the shipped model samples at 1)"),
+    "temperature": ("", "the policy's action sampling temperature: 0 greedy, > 0 sampled; empty: the parameter "
+                        "file's, by default the model's recommendation (its sampling.json: the shipped model samples "
+                        "at 1; greedy without one)"),
     "record": ("", "folder: also run the recorder (rosbag2/MCAP logs of the stack's topics, one per episode)"),
     "trusted_key": ("", "PEM public key: the policy node refuses a model not signed by its private key "
                         "(gato-sign-model; empty: the origin is not checked)"),
@@ -95,17 +97,17 @@ def parse_bool(value: str | bool) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+MODEL_TEMPERATURE = -1.0  # the policy node's temperature parameter: take the model's recommended sampling
+
+
 def parse_temperature(value: str | float) -> float | None:
-    """A launch argument's temperature: None when empty (keep the parameter file's), else a float >= 0."""
+    """A launch argument's temperature: None when empty (keep the parameter file's: config/stack.yaml's
+    :data:`MODEL_TEMPERATURE`, the model's recommendation), else checked by the policy contract's one check."""
+    from gato_robot.runtime.contract import parse_temperature as parse  # numpy only
+
     if isinstance(value, str) and not value.strip():
         return None
-    try:
-        t = float(value)
-    except ValueError:
-        raise ValueError(f"temperature must be a number >= 0 (0: greedy), got {value!r}") from None
-    if not t >= 0:
-        raise ValueError(f"temperature must be >= 0 (0: greedy), got {value!r}")
-    return t
+    return parse(str(value))
 
 
 def parse_list(value: str | Sequence[str]) -> list[str]:

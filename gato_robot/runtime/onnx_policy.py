@@ -44,6 +44,7 @@ from gato_robot.core.sequence import TokenBlock, collate, windows
 from gato_robot.core.specs import RobotSpec
 from gato_robot.core.stepping import action_token, observation_chunk, pending_token, softmax_sample
 from gato_robot.core.tokenizer import Tokenizer
+from gato_robot.runtime.contract import CONSUMED_ERROR, Sampling, read_recommendation
 from gato_robot.runtime.trust import check_graph, open_model
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,9 @@ __all__ = ["ModelIntegrityError", "OnnxPolicy", "OnnxPolicyState", "load_policy"
 
 @dataclasses.dataclass
 class OnnxPolicyState:
-    """What the policy remembers between steps. ``step`` reuses the cache buffers: a state is consumed by the
-    step it is passed to; ``clone()`` it first to branch or replay."""
+    """What the policy remembers between steps. ``step`` returns a new state that reuses this one's cache buffers
+    and generator: a state is consumed by the step it is passed to (``consumed``; stepping it again raises,
+    ``gato_robot.runtime.contract``); ``clone()`` it first to branch or replay."""
 
     buffers: list[list[ort.OrtValue]]  # two sets of per-layer cache tensors (k0, v0, k1, ...) on the device
     current: int = 0  # which buffer holds the cache now
@@ -68,6 +70,14 @@ class OnnxPolicyState:
     action_tokens: np.ndarray | None = None  # (A,) ids chosen at the last step
     logits: np.ndarray | None = None  # (A, hi - lo) action logits of the last step
     rng: np.random.Generator | None = None
+    consumed: bool = False  # set by the step it was passed to
+
+    def successor(self) -> OnnxPolicyState:
+        """The state a step works on: a new object sharing the buffers and generator; this one is consumed."""
+        if self.consumed:
+            raise ValueError(CONSUMED_ERROR)
+        self.consumed = True
+        return dataclasses.replace(self, consumed=False)
 
     def clone(self) -> OnnxPolicyState:
         shared = self.buffers[0] is self.buffers[1]  # a fused export: past and present are one buffer
@@ -77,7 +87,7 @@ class OnnxPolicyState:
         if self.rng is not None:
             rng = np.random.Generator(type(self.rng.bit_generator)())
             rng.bit_generator.state = self.rng.bit_generator.state
-        return dataclasses.replace(self, buffers=copies, rng=rng)
+        return dataclasses.replace(self, buffers=copies, rng=rng, consumed=False)
 
 
 # cache dtype (manifest "cache.dtype") -> (onnxruntime element type, a numpy type with the same bytes)
@@ -106,12 +116,12 @@ def _copy_ortvalue(v: ort.OrtValue, empty: bool = False) -> ort.OrtValue:
 
 class OnnxPolicy:
     def __init__(self, directory: str | os.PathLike, *, providers: str = "auto", tokenizer: Tokenizer | None = None,
-                 temperature: float = 0.0, seed: int = 0, cuda_graph: bool = False, device_id: int = 0,
+                 temperature: float | None = 0.0, seed: int = 0, cuda_graph: bool = False, device_id: int = 0,
                  intra_op_threads: int = 0, warmup: bool = True,
                  prompt: TokenBlock | list[tuple[Mapping[str, Any], Any]] | None = None,
                  trusted_key: str | os.PathLike | None = None) -> None:
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if temperature is not None:  # checked before anything loads
+            Sampling(temperature, seed)
         if providers not in ("auto", "cuda", "cpu"):
             raise ValueError(f"providers must be 'auto', 'cuda' or 'cpu', got {providers!r}")
         self.directory = Path(directory)
@@ -123,7 +133,10 @@ class OnnxPolicy:
         self.spec = RobotSpec.from_dict(self.manifest["spec"])
         self.tokenizer = tokenizer if tokenizer is not None else Tokenizer.from_settings(
             self.spec, self.manifest.get("tokenizer"))
-        self.temperature, self.seed = temperature, seed
+        self.recommended = read_recommendation(self.directory, self.manifest)  # None: the export has none
+        if temperature is None:  # the model's recommendation, greedy without one
+            temperature = 0.0 if self.recommended is None else self.recommended.temperature
+        self.sampling = Sampling(temperature, seed)
         cache = self.manifest["cache"]
         self.cache_shape = (1, cache["heads"], cache["capacity"], cache["head_dim"])  # per layer, k or v
         self.cache_dtype = cache.get("dtype", "float32")
@@ -138,7 +151,7 @@ class OnnxPolicy:
             raise ModelIntegrityError(f"{self.directory}: the manifest's cache inputs/outputs do not match its layers")
         self.context = int(self.manifest["model"]["context"])
         self.markov = bool(self.manifest["model"].get("markov", False))  # no history: every step starts afresh
-        if self.markov and temperature == 0:
+        if self.markov and self.sampling.greedy:
             log.warning("%s is a Markov policy decoded greedily: with no history, the same image gives the same "
                         "action, and it can stall at a fixed point; sample its actions (temperature 1, as it was "
                         "evaluated)", self.directory)
@@ -170,6 +183,18 @@ class OnnxPolicy:
     def from_directory(cls, directory: str | os.PathLike, **kw: Any) -> OnnxPolicy:
         return cls(directory, **kw)
 
+    @property
+    def temperature(self) -> float:
+        return self.sampling.temperature
+
+    @property
+    def seed(self) -> int:
+        return self.sampling.seed
+
+    @seed.setter
+    def seed(self, seed: int) -> None:  # the next initial_state() draws from it (an episode's seed)
+        self.sampling = dataclasses.replace(self.sampling, seed=seed)
+
     # -- state -------------------------------------------------------------------------------------------
     def _empty_state(self) -> OnnxPolicyState:
         def zeros() -> ort.OrtValue:
@@ -180,8 +205,7 @@ class OnnxPolicy:
 
     def initial_state(self) -> OnnxPolicyState:
         if self.cuda_graph and self._prompt is None:  # the graphs' own buffers (module docstring): masked from 0
-            return OnnxPolicyState(buffers=self._graph_buffers,
-                                   rng=np.random.default_rng(self.seed) if self.temperature > 0 else None)
+            return OnnxPolicyState(buffers=self._graph_buffers, rng=self.sampling.rng())
         if self._prompt_state is None:
             state = self._empty_state()
             if self._prompt is not None:
@@ -189,7 +213,7 @@ class OnnxPolicy:
                     self._append(piece, state)
             self._prompt_state = state
         state = self._prompt_state.clone()
-        state.rng = np.random.default_rng(self.seed) if self.temperature > 0 else None
+        state.rng = self.sampling.rng()
         return state
 
     def warmup(self) -> None:
@@ -209,13 +233,14 @@ class OnnxPolicy:
 
     def step_tokens(self, observation: TokenBlock, state: OnnxPolicyState) -> tuple[np.ndarray, OnnxPolicyState]:
         """:meth:`step` for an observation tokenized elsewhere (``Tokenizer.tokenize_observation``: one timestep
-        ending with the separator, e.g. from the ROS tokenizer node). The chosen ids are ``state.action_tokens``."""
-        logits, n_obs, state = self.observe(observation, state)
+        ending with the separator, e.g. from the ROS tokenizer node). The chosen ids are ``state.action_tokens``.
+        ``state`` is consumed (the returned state reuses its buffers)."""
+        logits, n_obs, state = self.observe(observation, state.successor())
         chosen, all_logits = [], []
         for j, (lo, hi) in enumerate(self.ranges):
             window = logits[lo - self.logits_lo : hi - self.logits_lo]
             all_logits.append(logits)
-            chosen.append(lo + softmax_sample(window, self.temperature, state.rng))
+            chosen.append(lo + softmax_sample(window, self.sampling.temperature, state.rng))
             if j + 1 < len(self.ranges):
                 logits = self.append_action(chosen[-1], j, n_obs, state)
         ids = np.asarray(chosen, np.int64)
