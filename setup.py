@@ -67,7 +67,8 @@ setup(
         # the shipped policy (gato_robot.runtime.shipped): model.onnx, manifest.json and its model card
         *[(f"share/{PACKAGE}/{d}", sorted(glob(f"{d}/*"))) for d in sorted(glob("models/*")) if os.path.isdir(d)],
     ],
-    install_requires=["numpy>=1.24", "sentencepiece>=0.2", "pyyaml>=6"],
+    # yourdfpy: reads the URDF for forward kinematics (gato_robot.kinematics; the tokenizer's tool_pose_source fk)
+    install_requires=["numpy>=1.24", "sentencepiece>=0.2", "pyyaml>=6", "yourdfpy>=0.0.60"],
     extras_require=EXTRAS,
     zip_safe=True,
     maintainer="gato_robot developers",

@@ -99,3 +99,11 @@ def test_onnx_runtime_imports_without_torch():
     mods = [f"gato_robot.runtime.{p.stem}" for p in runtime]
     loaded = _loaded_after_import(mods)
     assert "torch" not in loaded and "rclpy" not in loaded
+
+
+def test_kinematics_needs_only_numpy_and_yourdfpy():
+    """The tool pose's forward kinematics (gato_robot.kinematics) runs on a robot: no torch, ROS or simulator
+    (pybullet_data only to find a URDF named relative to it, lazily)."""
+    allowed = {"numpy", "yourdfpy", "pybullet_data", "gato_robot", "__future__"} | set(sys.stdlib_module_names)
+    assert imported_roots(PKG / "kinematics.py") <= allowed, imported_roots(PKG / "kinematics.py") - allowed
+    assert not _loaded_after_import(["gato_robot.kinematics"]) & HEAVY
