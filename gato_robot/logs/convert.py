@@ -14,7 +14,9 @@ next tick's. The gripper command (no stamp) is the one received closest to that 
 publishes the pair back to back; an executor may deliver them in either order), else the newest before it, else
 open (-255, the simulator's reset state). The lockstep simulator applies exactly that first command; on a robot
 the controller issues one per observation. The previous action of a tick is the newest arm and gripper command
-before it within the episode (zeros at the start), as the tokenizer node builds it.
+before it within the episode (zeros at the start), as the tokenizer node builds it. Observations are assembled by
+the robot's observation builder (``core.embodiment``, ``robot``: default panda, whose joint names are read from
+/joint_states), the tokenizer node's and the simulator's.
 
 Reward: 1.0 where ``stacked`` (the simulator's reward), return = their sum, success = the last status's flag.
 Only CRC-verified messages are used (:func:`gato_robot.logs.bag.read_log`); an episode cut short by damage or a
@@ -30,18 +32,19 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
+import functools
 import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gato_robot.core import specs
-from gato_robot.core.gripper import GraspDetector
+from gato_robot.core.embodiment import Embodiment, ObservationBuilder, RawObservation, load_embodiment
 from gato_robot.core.tokenizer import fit_image
 from gato_robot.data.episodes import Episode, EpisodeError, write_episode
 from gato_robot.logs import bag
@@ -50,7 +53,6 @@ from gato_robot.ros import wire
 JOINTS_TOPIC, POSE_TOPIC, STATUS_TOPIC = "/joint_states", "/gato/tool_pose", "/gato/episode_status"
 TWIST_TOPIC, FORWARD_TOPIC, GRIPPER_TOPIC = "/servo_node/delta_twist_cmds", "/forward_velocity_controller/commands", \
     "/gripper/command"
-FINGERS = ("panda_finger_joint1", "panda_finger_joint2")
 
 
 @dataclasses.dataclass
@@ -119,9 +121,11 @@ def _gripper_at(gripper: list[tuple[int, float]], times: list[int], t: int, defa
 
 
 def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None, *, slop_s: float = 0.025,
-                    keep_incomplete: bool = False) -> tuple[list[Episode], ConvertReport]:
+                    keep_incomplete: bool = False, robot: str | Embodiment = "panda"
+                    ) -> tuple[list[Episode], ConvertReport]:
     """The episodes of one log (a rosbag2 folder or .mcap) and the report of what was dropped."""
-    spec = spec or specs.rgb_stacking_spec(list(bag.CAMERAS))
+    embodiment = robot if isinstance(robot, Embodiment) else load_embodiment(robot)
+    spec = spec or embodiment.spec(list(bag.CAMERAS))
     cameras = [s.name for s in spec.observations if s.kind is specs.Kind.IMAGE]
     cam_topics = {bag.camera_topic(k[len(specs.CAMERA_PREFIX):]): k for k in cameras}
     topics = [*cam_topics, JOINTS_TOPIC, POSE_TOPIC, STATUS_TOPIC, TWIST_TOPIC, FORWARD_TOPIC, GRIPPER_TOPIC]
@@ -145,10 +149,10 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
                 img = wire.decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
                 streams[cam_topics[m.topic]].append((_stamp(msg.header), m.log_time, fit_image(img, h, w)))
             elif m.topic == JOINTS_TOPIC:
-                q = wire.joint_vector(msg.name, msg.position, specs.PANDA_ARM_JOINTS, "position")
-                dq = wire.joint_vector(msg.name, msg.velocity, specs.PANDA_ARM_JOINTS, "velocity")
-                fq = wire.joint_vector(msg.name, msg.position, FINGERS, "position")
-                fdq = wire.joint_vector(msg.name, msg.velocity, FINGERS, "velocity")
+                q = wire.joint_vector(msg.name, msg.position, embodiment.arm_joints, "position")
+                dq = wire.joint_vector(msg.name, msg.velocity, embodiment.arm_joints, "velocity")
+                fq = wire.joint_vector(msg.name, msg.position, embodiment.finger_joints, "position")
+                fdq = wire.joint_vector(msg.name, msg.velocity, embodiment.finger_joints, "velocity")
                 streams["joints"].append((_stamp(msg.header), m.log_time, (q, dq, fq, fdq)))
             elif m.topic == POSE_TOPIC:
                 p, o = msg.pose.position, msg.pose.orientation
@@ -242,6 +246,9 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
         by_episode[ep].append((tick, action, np.array([*prev_v, prev_g])))
 
     low, high = (np.asarray(b) for b in spec.action_bounds())
+    # float64: the tokenizer node's builder, which sees the values as received (stacked as float32 below)
+    new_builder = functools.partial(embodiment.observation_builder, [k[len(specs.CAMERA_PREFIX):] for k in cameras],
+                                    np.float64)
     episodes = []
     sidecar = bag.read_sidecar(path) if Path(path).is_dir() else {}
     for ep, rows in sorted(by_episode.items()):
@@ -257,7 +264,7 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
             report.drop("tick of an incomplete episode", len(rows))
             report.episodes.append(info)
             continue
-        rows, grasps = _grasp_flags(rows, gaps, report)
+        rows, built = _observations(rows, gaps, report, new_builder)
         info["steps"] = len(rows)
         if not rows:
             info["why"] = "no step left after log damage"
@@ -266,15 +273,9 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
         actions = np.stack([a for _, a, _ in rows]).astype(np.float32)
         outside = int(np.count_nonzero(np.any((actions < low) | (actions > high), axis=1)))
         obs: dict[str, list[Any]] = collections.defaultdict(list)
-        for (tick, _, prev), gripper_state in zip(rows, grasps):
-            q, dq, fq, fdq = tick.obs["joints"]
-            for k in cameras:
-                obs[k].append(tick.obs[k])
-            obs["proprio/joint_angles"].append(q)
-            obs["proprio/joint_velocities"].append(dq)
-            obs["proprio/tool_pose"].append(tick.obs["pose"])
-            obs["proprio/gripper"].append(gripper_state)
-            obs["proprio/previous_action"].append(prev)
+        for step in built:
+            for k, v in step.items():
+                obs[k].append(v)
         observations = {k: np.stack(v).astype(np.uint8 if k in cameras else np.float32) for k, v in obs.items()}
         rewards = np.array([1.0 if t.status.get("stacked") else 0.0 for t, _, _ in rows], np.float32)
         last_status = ep_statuses[-1] if ep_statuses else rows[-1][0].status
@@ -297,35 +298,42 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
     return episodes, report
 
 
-def _grasp_flags(rows: list[tuple[_Tick, np.ndarray, np.ndarray]], gaps: list[tuple[float, float]],
-                 report: ConvertReport) -> tuple[list[tuple[_Tick, np.ndarray, np.ndarray]], list[np.ndarray]]:
-    """The rows whose ``proprio/gripper`` is exactly what the tokenizer computed, with it: the grasp detector runs
-    through the episode; after skipped log damage its state is unknown, so two detectors (grasp held, not held) run
-    until they agree, and the rows before that are dropped."""
-    kept, states = [], []
-    grasp: GraspDetector | None = GraspDetector()  # the tokenizer's grasp flag, step by step through the episode
-    hypotheses: list[GraspDetector] = []
+def _observations(rows: list[tuple[_Tick, np.ndarray, np.ndarray]], gaps: list[tuple[float, float]],
+                  report: ConvertReport, new_builder: Callable[[], ObservationBuilder]
+                  ) -> tuple[list[tuple[_Tick, np.ndarray, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """The rows whose observation is exactly what the tokenizer built, with it: one observation builder runs
+    through the episode (its grasp flag depends on history; the previous action of each row comes from the log);
+    after skipped log damage the grasp state is unknown, so two builders (grasp held, not held) run until they
+    agree, and the rows before that are dropped."""
+    kept, built = [], []
+    builder: ObservationBuilder | None = new_builder()
+    hypotheses: list[ObservationBuilder] = []
     previous = -np.inf
     for row in rows:
         tick, _, prev = row
         if any(hi > previous and lo < tick.log_time for lo, hi in gaps):  # damage since the previous row
-            grasp, hypotheses = None, [GraspDetector(), GraspDetector()]
-            hypotheses[1].detected = True
+            builder, hypotheses = None, [new_builder(), new_builder()]
+            hypotheses[1].grasp.detected = True
         previous = tick.log_time
-        _, _, fq, fdq = tick.obs["joints"]
-        opening, speed = wire.finger_opening(fq, fdq)
-        closing = prev[4] > 0
-        if grasp is None:
-            released, held = (d.state(opening, speed, closing) for d in hypotheses)
-            if not np.array_equal(released, held):
+        q, dq, fq, fdq = tick.obs["joints"]
+        raw = RawObservation(images={k[len(specs.CAMERA_PREFIX):]: v for k, v in tick.obs.items()
+                                     if k.startswith(specs.CAMERA_PREFIX)},
+                             joint_positions=q, joint_velocities=dq, tool_pose=tick.obs["pose"],
+                             finger_positions=fq, finger_velocities=fdq)
+        if builder is None:
+            for b in hypotheses:
+                b.command(prev)
+            released, held = (b.build(raw) for b in hypotheses)
+            if not np.array_equal(released[specs.GRIPPER_KEY], held[specs.GRIPPER_KEY]):
                 report.drop("grasp flag unknown after skipped log damage (depends on lost steps)")
                 continue
-            grasp, state = hypotheses[0], released  # they agree: the state no longer depends on the lost steps
+            builder, obs = hypotheses[0], released  # they agree: the state no longer depends on the lost steps
         else:
-            state = grasp.state(opening, speed, closing)
+            builder.command(prev)
+            obs = builder.build(raw)
         kept.append(row)
-        states.append(state)
-    return kept, states
+        built.append(obs)
+    return kept, built
 
 
 def convert_logs(logs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, **kw: Any) -> list[ConvertReport]:

@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 
 from gato_robot.core import specs
+from gato_robot.core.embodiment import Embodiment, RawObservation, load_embodiment
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.logs import bag
 from gato_robot.ros import wire
-
-FINGERS = ("panda_finger_joint1", "panda_finger_joint2")
 
 
 def _types() -> dict[str, Any]:
@@ -45,28 +44,31 @@ def image_msg(array: np.ndarray, t: float, frame: str, encoding: str = "rgb8") -
 
 def write_step(w: bag.BagWriter, conns: dict[str, Any], wall: int, t_sim: float, obs: dict[str, np.ndarray],
                status: dict[str, Any], action: np.ndarray | None, rows: np.ndarray | None, spec_name: str,
-               tokens: np.ndarray | None = None) -> None:
-    """One control step's messages, in the sim node's publish order, then the pipeline's answers."""
+               tokens: np.ndarray | None = None, embodiment: Embodiment | None = None) -> None:
+    """One control step's messages, in the sim node's publish order, then the pipeline's answers (joint names:
+    ``embodiment``'s, default the Panda's; each finger carries its share of the opening, as the sim node's)."""
     T = _types()
+    robot = embodiment or load_embodiment()
+    fingers = len(robot.finger_joints)
 
     def put(topic: str, msg: Any, dt_ns: int) -> None:
         w.write(conns[topic], wall + dt_ns, bag.serialize(msg, conns[topic].msgtype))
 
-    q, dq = obs["proprio/joint_angles"], obs["proprio/joint_velocities"]
-    opening, opening_velocity = (float(v) for v in obs["proprio/gripper"][:2])
-    pose = np.asarray(obs["proprio/tool_pose"], np.float64)
+    q, dq = obs[specs.JOINT_ANGLES_KEY], obs[specs.JOINT_VELOCITIES_KEY]
+    opening, opening_velocity = (float(v) for v in obs[specs.GRIPPER_KEY][:2])
+    pose = np.asarray(obs[specs.TOOL_POSE_KEY], np.float64)
     put("/clock", T["rosgraph_msgs/msg/Clock"](clock=stamp(t_sim)), 100_000)
     put("/joint_states", T["sensor_msgs/msg/JointState"](
-        header=header(t_sim), name=[*specs.PANDA_ARM_JOINTS, *FINGERS],
-        position=np.array([*q, opening / 2, opening / 2], np.float64),
-        velocity=np.array([*dq, opening_velocity / 2, opening_velocity / 2], np.float64), effort=np.zeros(0)),
+        header=header(t_sim), name=[*robot.arm_joints, *robot.finger_joints],
+        position=np.array([*q, *[opening / fingers] * fingers], np.float64),
+        velocity=np.array([*dq, *[opening_velocity / fingers] * fingers], np.float64), effort=np.zeros(0)),
         200_000)
     p = T["geometry_msgs/msg/Pose"](
         position=T["geometry_msgs/msg/Point"](x=pose[0], y=pose[1], z=pose[2]),
         orientation=T["geometry_msgs/msg/Quaternion"](x=pose[3], y=pose[4], z=pose[5], w=pose[6]))
     put("/gato/tool_pose", T["geometry_msgs/msg/PoseStamped"](header=header(t_sim, "panda_link0"), pose=p), 300_000)
     for i, c in enumerate(bag.CAMERAS):
-        put(bag.camera_topic(c), image_msg(obs[f"camera/{c}"], t_sim, c), 400_000 + 100_000 * i)
+        put(bag.camera_topic(c), image_msg(obs[f"{specs.CAMERA_PREFIX}{c}"], t_sim, c), 400_000 + 100_000 * i)
     put("/gato/episode_status", T["std_msgs/msg/String"](data=json.dumps(status)), 700_000)
     if rows is not None:
         put("/gato/observation", image_msg(rows, t_sim, spec_name, wire.OBSERVATION_ENCODING), 3_000_000)
@@ -89,8 +91,10 @@ def write_synthetic_log(out_dir: str | os.PathLike, *, episodes: int = 1, steps:
     """Write ``episodes`` rosbag2 folders ``episode_NNNNNN`` of random data under ``out_dir``; returns them.
     ``chunk_size``: the MCAP chunk size (bytes), as the recorder's (smaller: more chunks, for damage tests)."""
     rng = np.random.default_rng(seed)
-    spec = specs.rgb_stacking_spec(list(bag.CAMERAS), image_size)
+    robot = load_embodiment()
+    spec = robot.spec(list(bag.CAMERAS), image_size)
     tokenizer = Tokenizer(spec)
+    builder = robot.observation_builder(bag.CAMERAS, np.float64)  # the tokenizer node's observation
     paths = []
     t_sim, wall = 1.0, start_wall_ns
     for ep in range(episodes):
@@ -99,31 +103,31 @@ def write_synthetic_log(out_dir: str | os.PathLike, *, episodes: int = 1, steps:
             conns = {topic: w.add_topic(topic, msgtype) for topic, (msgtype, _) in bag.contract_topics().items()}
             w.episode = {"episode": ep, "seed": seed + ep, "triplet": "rgb_test_triplet1", "policy": policy,
                          "task": "rgb_stacking", "start_sim_time": t_sim, "start_wall_ns": wall}
-            q = rng.uniform(-1, 1, 7)
+            q = rng.uniform(-1, 1, len(robot.arm_joints))
             images = {c: rng.integers(0, 256, (image_size, image_size, 3), np.uint8) for c in bag.CAMERAS}
-            previous = np.zeros(5)
+            builder.reset()
             success = False
             for k in range(steps + 1):
                 done = k == steps
                 success = success or k >= steps // 2 + 3
-                dq = rng.normal(0, 0.05, 7)
+                dq = rng.normal(0, 0.05, len(robot.arm_joints))
                 q = q + 0.05 * dq
                 for c in bag.CAMERAS:
                     images[c] = np.roll(images[c], 3, axis=1)
-                obs = {f"camera/{c}": images[c] for c in bag.CAMERAS}
-                obs.update({"proprio/joint_angles": q, "proprio/joint_velocities": dq,
-                            "proprio/tool_pose": np.array([0.5 + 0.01 * k, 0.0, 0.3, 0.0, 0.0, 0.0, 1.0]),
-                            "proprio/gripper": np.array([0.04 if previous[4] <= 0 else 0.01, 0.0, 0.0]),
-                            "proprio/previous_action": previous})
+                finger = 0.02 if builder.previous_action[robot.gripper_index] <= 0 else 0.005  # open / on an object
+                obs = builder.build(RawObservation(
+                    images=dict(images), joint_positions=q, joint_velocities=dq,
+                    tool_pose=np.array([0.5 + 0.01 * k, 0.0, 0.3, 0.0, 0.0, 0.0, 1.0]),
+                    finger_positions=[finger, finger], finger_velocities=[0.0, 0.0]))
                 status = {"episode": ep, "step": k, "stacked": k > steps // 2, "success": success, "done": done,
                           "triplet": "rgb_test_triplet1", "sim_time": round(t_sim, 6), "invalid_commands": 0}
                 rows = wire.encode_observation_rows(tokenizer.tokenize_observation(obs)) if observation_rows else None
                 action = None if done else np.array(
                     [*rng.uniform(-0.07, 0.07, 3), rng.uniform(-1, 1), 255.0 * rng.choice([-1, 1])])
                 tokens = tokenizer.tokenize_action(action) if action is not None and observation_rows else None
-                write_step(w, conns, wall, t_sim, obs, status, action, rows, spec.name, tokens)
+                write_step(w, conns, wall, t_sim, obs, status, action, rows, spec.name, tokens, robot)
                 if action is not None:
-                    previous = action
+                    builder.command(action)
                 t_sim += 0.05
                 wall += 50_000_000
             w.episode.update({"success": success, "steps": steps, "end_sim_time": t_sim, "end_wall_ns": wall})
