@@ -139,3 +139,66 @@ def test_bad_descriptions_say_what_is_wrong():
         fk.pose(np.zeros(6))
     with pytest.raises(ValueError, match="non-finite"):
         fk.pose([np.nan] * 7)
+
+
+@pytest.mark.ros
+def test_tokenizer_node_in_fk_mode_publishes_the_fk_tool_pose(tmp_path, monkeypatch, request):
+    """The real tokenizer node with ``tool_pose_source: fk``, fed only /joint_states and camera images (nothing on
+    /gato/tool_pose): each observation's tool pose tokens are those of the FK of the joint state of its set."""
+    pytest.importorskip("rclpy")
+    import time
+
+    from sensor_msgs.msg import Image, JointState
+
+    from gato_robot.core import specs, vocab
+    from gato_robot.core.embodiment import RawObservation
+    from gato_robot.core.tokenizer import Tokenizer
+    from gato_robot.ros import common, testing, wire
+
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    domain = testing.domain_for(request.node.nodeid)
+    params = testing.write_params(tmp_path / "stack.yaml", {})
+    cameras = list(specs.RGB_STACKING_CAMERAS[:2])
+    e = load_embodiment("panda")
+    fk = for_embodiment(e)
+    probe = testing.Probe(domain)
+    node = testing.NodeProcess("gato_tokenizer", domain, tmp_path, params, {"tool_pose_source": "fk"})
+    try:
+        probe.record(common.OBSERVATION_TOPIC, Image, common.QoSProfile(
+            depth=200, reliability=common.ReliabilityPolicy.RELIABLE))
+        sensors = testing.FakeRobotSensors(probe, cameras)  # cameras only: joints=False below
+        joints = probe.publisher(common.JOINT_STATES_TOPIC, JointState, common.SENSOR_QOS)
+        probe.wait_matched([common.OBSERVATION_TOPIC], 60)
+        probe.wait_subscribers(joints)
+        for pub in sensors.cameras.values():
+            probe.wait_subscribers(pub)
+        rng = np.random.default_rng(3)
+        sent: dict[float, np.ndarray] = {}  # set stamp -> arm joint positions
+        end = time.monotonic() + 60
+        while len(probe.received(common.OBSERVATION_TOPIC)) < 5 and time.monotonic() < end:
+            stamp = common.sec_to_stamp(probe.now())
+            q = rng.uniform(sim_robot.JOINT_LOW, sim_robot.JOINT_HIGH)
+            js = JointState(name=[*e.arm_joints, *e.finger_joints], position=[*q, 0.02, 0.02], velocity=[0.0] * 9)
+            js.header.stamp = stamp
+            joints.publish(js)
+            sensors.publish(common.stamp_to_sec(stamp), joints=False)
+            sent[common.stamp_to_sec(stamp)] = q
+            time.sleep(0.05)
+        received = probe.received(common.OBSERVATION_TOPIC)
+        assert len(received) >= 5, node.log()
+        spec = e.spec(cameras, 128)
+        offset = sum(n for key, _, n in spec.layout()[:[k for k, _, _ in spec.layout()].index("proprio/tool_pose")])
+        tokenizer, builder = Tokenizer(spec), e.observation_builder(cameras, np.float64)
+        for _, msg in received:
+            tokens = wire.decode_observation_rows(common.observation_rows(msg)).tokens
+            q = sent[common.stamp_to_sec(msg.header.stamp)]
+            expected = tokenizer.tokenize_observation(builder.build(RawObservation(
+                images=sensors.images, joint_positions=q, joint_velocities=np.zeros(7), tool_pose=fk.tool_pose(q),
+                finger_positions=np.full(2, 0.02), finger_velocities=np.zeros(2)))).tokens
+            pose_tokens = tokens[offset:offset + 7]
+            assert np.all(pose_tokens >= vocab.BIN_OFFSET)  # continuous-value tokens: the slice is the pose's
+            np.testing.assert_array_equal(pose_tokens, expected[offset:offset + 7])
+        print(f"\ntokenizer node, tool_pose_source fk: {len(received)} observations, tool pose tokens = FK's")
+    finally:
+        node.stop()
+        probe.close()

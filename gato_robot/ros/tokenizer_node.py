@@ -1,7 +1,9 @@
 """Tokenizer node: cameras + joint states + tool pose -> synchronised, tokenized observation rows.
 
 Inputs (sensor-data QoS): one sensor_msgs/Image per spec camera (rgb8, bgr8, rgba8, bgra8, mono8; any size,
-resized to the spec), /joint_states (by name), /gato/tool_pose (geometry_msgs/PoseStamped). The previous action
+resized to the spec), /joint_states (by name), /gato/tool_pose (geometry_msgs/PoseStamped; with
+``tool_pose_source: fk`` the tool pose is the forward kinematics of the robot's URDF from /joint_states instead,
+``gato_robot.kinematics``, for a robot that publishes none). The previous action
 comes from the controller's last arm and gripper commands (reliable), the grasp flag from the fingers
 (``core.gripper.GraspDetector``); a new episode on /gato/episode_status clears both, as the environment's reset
 does. The robot (``robot``: a name under config/robots or a robot file's path, default panda) names the arm and
@@ -35,6 +37,7 @@ from gato_robot.core.embodiment import RawObservation, load_embodiment
 from gato_robot.core.safety import MAX_FUTURE_S
 from gato_robot.core.sync import ApproximateSync, Status
 from gato_robot.core.tokenizer import Tokenizer
+from gato_robot.kinematics import for_embodiment
 from gato_robot.ros import common, wire
 
 JOINTS, POSE = "joint_states", "tool_pose"
@@ -58,6 +61,9 @@ class TokenizerNode(Node):
         self.interface = d("command_interface", "twist", "arm command topic type: twist | forward_command")
         joint_topic = d("joint_states_topic", common.JOINT_STATES_TOPIC, "sensor_msgs/JointState topic")
         pose_topic = d("tool_pose_topic", common.TOOL_POSE_TOPIC, "geometry_msgs/PoseStamped tool pose topic")
+        pose_source = d("tool_pose_source", "topic", "topic: the tool pose from tool_pose_topic (the simulator's, "
+                        "bit-identical to its own observations) | fk: forward kinematics of the robot's URDF from "
+                        "joint_states_topic (a robot that publishes no tool pose; docs/ros.md)")
         twist_topic = d("twist_topic", common.TWIST_TOPIC, "TwistStamped arm command topic (previous action)")
         forward_topic = d("forward_topic", common.FORWARD_TOPIC, "Float64MultiArray arm command topic")
         gripper_topic = d("gripper_topic", common.GRIPPER_TOPIC, "std_msgs/Float64 gripper command topic")
@@ -66,6 +72,10 @@ class TokenizerNode(Node):
         self.finger_joints = self.embodiment.finger_joints  # their positions sum to the gripper opening
         if len(topics) != len(cameras):
             raise ValueError(f"camera_topics has {len(topics)} topics for {len(cameras)} cameras {cameras}")
+        if pose_source not in ("topic", "fk"):
+            raise ValueError(f"tool_pose_source must be topic or fk, got {pose_source!r}")
+        # fk: the tool pose computed from each synchronised joint state (gato_robot.kinematics, the robot's URDF)
+        self.fk = for_embodiment(self.embodiment) if pose_source == "fk" else None
         if self.interface not in ("twist", "forward_command"):
             raise ValueError(f"command_interface must be twist or forward_command, got {self.interface!r}")
 
@@ -73,7 +83,8 @@ class TokenizerNode(Node):
         self.tokenizer = Tokenizer(self.spec)
         self.encoder = wire.ObservationEncoder(self.tokenizer)  # the tokenizer's rows, images prepared on arrival
         self.camera_keys = [f"{specs.CAMERA_PREFIX}{c}" for c in cameras]
-        self.sync = ApproximateSync([*self.camera_keys, JOINTS, POSE], self.camera_keys, slop=slop,
+        inputs = [*self.camera_keys, JOINTS] + ([POSE] if self.fk is None else [])
+        self.sync = ApproximateSync(inputs, self.camera_keys, slop=slop,
                                     max_age=max_age, min_interval=0.9 / self.control_hz, max_future=max_future)
         self.cameras = tuple(cameras)
         # previous action (the last arm and gripper commands) and grasp flag; float64: values as received
@@ -90,7 +101,10 @@ class TokenizerNode(Node):
         for key, topic in zip(self.camera_keys, topics):
             self.create_subscription(Image, topic, lambda m, k=key: self.on_camera(k, m), common.SENSOR_QOS)
         self.create_subscription(JointState, joint_topic, self.on_joints, common.SENSOR_QOS)
-        self.create_subscription(PoseStamped, pose_topic, self.on_pose, common.SENSOR_QOS)
+        if self.fk is None:
+            self.create_subscription(PoseStamped, pose_topic, self.on_pose, common.SENSOR_QOS)
+        else:
+            pose_topic = f"forward kinematics of {self.fk.urdf_path.name} ({self.fk.base_link} -> {self.fk.tool_link})"
         if self.interface == "twist":
             self.create_subscription(TwistStamped, twist_topic, self.on_twist, common.COMMAND_QOS)
         else:
@@ -197,9 +211,14 @@ class TokenizerNode(Node):
         t0 = time.perf_counter()
         items = outcome.items
         q, dq, fq, fdq = items[JOINTS]
+        try:
+            tool_pose = items[POSE] if self.fk is None else self.fk.tool_pose(q)
+        except ValueError as e:
+            self._reject("tool_pose (forward kinematics)", e)
+            return
         obs = self.builder.build(RawObservation(
             images={c: items[key] for c, key in zip(self.cameras, self.camera_keys)}, joint_positions=q,
-            joint_velocities=dq, tool_pose=items[POSE], finger_positions=fq, finger_velocities=fdq))
+            joint_velocities=dq, tool_pose=tool_pose, finger_positions=fq, finger_velocities=fdq))
         try:
             rows = self.encoder.encode(obs)  # = encode_observation_rows(tokenizer.tokenize_observation(images))
         except ValueError as e:
