@@ -32,7 +32,7 @@ from gato_robot.runtime.onnx_policy import OnnxPolicy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = rgb_stacking_spec(2)
-BAD = "temperature must be a finite number >= 0"  # the start of contract.TEMPERATURE_ERROR
+BAD = r"must be a finite number >= 0 \(0: greedy; above 0: sampled\)"  # contract.TEMPERATURE_ERROR
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,9 @@
 
 ``models/rgb_stacking_mini`` is the project's best small RGB-stacking policy so far (its README is the model card:
 data, commands, compute, results). It is the default policy of ``gato-demo``. It was trained as a Markov policy
-whose actions are sampled: run it at ``temperature`` :data:`SHIPPED_TEMPERATURE` (greedy decoding stalls it).
+whose actions are sampled at ``temperature`` :data:`SHIPPED_TEMPERATURE` (greedy decoding stalls it): its
+``sampling.json`` (listed and hashed by its manifest, ``gato_robot.runtime.contract``) carries that figure to every
+entry point; ``tests/test_policy_contract.py`` checks the two agree.
 Standard library only: no torch, no onnxruntime.
 """
 
