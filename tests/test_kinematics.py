@@ -157,12 +157,13 @@ def test_tokenizer_node_in_fk_mode_publishes_the_fk_tool_pose(tmp_path, monkeypa
 
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     domain = testing.domain_for(request.node.nodeid)
-    params = testing.write_params(tmp_path / "stack.yaml", {})
+    # as docs/ros.md tells a robot's user: in the tokenizer's own section (it wins over a -p override)
+    params = testing.write_params(tmp_path / "stack.yaml", {"gato_tokenizer": {"tool_pose_source": "fk"}})
     cameras = list(specs.RGB_STACKING_CAMERAS[:2])
     e = load_embodiment("panda")
     fk = for_embodiment(e)
     probe = testing.Probe(domain)
-    node = testing.NodeProcess("gato_tokenizer", domain, tmp_path, params, {"tool_pose_source": "fk"})
+    node = testing.NodeProcess("gato_tokenizer", domain, tmp_path, params)
     try:
         probe.record(common.OBSERVATION_TOPIC, Image, common.QoSProfile(
             depth=200, reliability=common.ReliabilityPolicy.RELIABLE))
@@ -186,6 +187,7 @@ def test_tokenizer_node_in_fk_mode_publishes_the_fk_tool_pose(tmp_path, monkeypa
             time.sleep(0.05)
         received = probe.received(common.OBSERVATION_TOPIC)
         assert len(received) >= 5, node.log()
+        assert "pose forward kinematics of panda.urdf" in node.log()
         spec = e.spec(cameras, 128)
         offset = sum(n for key, _, n in spec.layout()[:[k for k, _, _ in spec.layout()].index("proprio/tool_pose")])
         tokenizer, builder = Tokenizer(spec), e.observation_builder(cameras, np.float64)
