@@ -1,8 +1,11 @@
 """gato_robot: an ament_python ROS 2 package and a pip-installable Python project.
 
 `sim/` and `training/` live at the top of the repository but install as `gato_robot.sim` and
-`gato_robot.training`: generic top-level names like `sim` would clash with other packages in a user's
-environment.
+`gato_robot.training` (generic top-level names like `sim` would clash with other packages in a user's
+environment) through the symlinks gato_robot/sim -> ../sim and gato_robot/training -> ../training, not through a
+`package_dir` mapping: `colcon build --symlink-install` runs `setup.py develop` in a build folder holding links to
+the top-level packages only, and develop serves the package from there, so a mapped sub-package is missing
+(colcon-core#272, pypa/setuptools#230). find_packages follows the links; wheels and plain installs copy the files.
 """
 
 import os
@@ -11,15 +14,6 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "gato_robot"
-MAPPED = {"sim": f"{PACKAGE}.sim", "training": f"{PACKAGE}.training"}
-
-
-def packages() -> list[str]:
-    found = find_packages(include=[PACKAGE, f"{PACKAGE}.*"])
-    for folder, name in MAPPED.items():
-        found += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
-    return found
-
 
 # torch is pinned: a plain `torch` requirement pulls gigabytes of CUDA packages on a CPU machine.
 TORCH = ["torch==2.13.0", "safetensors>=0.4"]
@@ -40,7 +34,8 @@ EXTRAS = {
     # signed models (gato_robot.runtime.trust): OpenSSF model-signing, offline elliptic-curve keys. Its 1.1.1
     # imports pyOpenSSL (OpenSSL.crypto) at import without declaring it, so it is listed here.
     "signing": ["model-signing>=1.1,<1.2", "pyopenssl>=24"],
-    "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.8", "colcon-common-extensions>=0.3"],  # colcon: build test
+    # colcon: the build tests; catkin-pkg: package.xml checks (colcon-ros pulls it in too)
+    "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.8", "colcon-common-extensions>=0.3", "catkin-pkg>=1.0"],
     # issue 8's domains: BabyAI (minigrid, pulls pygame-ce), Meta-World (pins its MuJoCo), PNG/JPEG reading
     "domains": ["minigrid>=3.0", "metaworld>=3.1", "imageio>=2.30", "h5py>=3.10"],
     # rosbag2 / MCAP logs: pure Python, no ROS install needed
@@ -57,8 +52,7 @@ setup(
     "PyBullet RGB-stacking benchmark and trainer",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=packages(),
-    package_dir={name: folder for folder, name in MAPPED.items()},
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
