@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "gato_robot"
 # install_requires and requirements/ros.txt names -> their rosdep keys (rosdep/python.yaml of ros/rosdistro)
 ROSDEP_KEYS = {"numpy": "python3-numpy", "pyyaml": "python3-yaml"}
+STALE = " (setup.py is read from the installed metadata: after editing it, `make setup` reinstalls)"
 LAUNCH_PACKAGES = {"launch", "launch_ros"}  # the launch file's imports (from ../shared/ros2-launch-kit here)
 
 
@@ -62,7 +63,7 @@ def test_package_xml_is_a_valid_format_3_ament_python_package_of_this_version():
     pkg.validate()  # catkin_pkg's checks of a format 3 manifest (name, version, maintainer, license, dependencies)
     assert (pkg.package_format, pkg.name) == (3, PACKAGE)
     assert pkg.get_build_type() == "ament_python"
-    assert pkg.version == importlib.metadata.version(PACKAGE), "package.xml and setup.py disagree on the version"
+    assert pkg.version == importlib.metadata.version(PACKAGE), "package.xml and setup.py disagree on the version" + STALE
     assert (ROOT / "resource" / PACKAGE).is_file(), "ament_python needs the empty marker resource/<package>"
 
 
@@ -85,12 +86,12 @@ def test_install_requires_come_from_rosdep_or_from_requirements_ros_txt_with_the
     assert core, "no install_requires read from the installed metadata"
     for req in core:
         name = requirement_name(req)
-        assert ROSDEP_KEYS.get(name) in deps or name in by_name, f"{req}: neither a package.xml key nor in ros.txt"
+        assert ROSDEP_KEYS.get(name) in deps or name in by_name, f"{req}: neither a package.xml key nor in ros.txt" + STALE
     # every pin in ros.txt is setup.py's own (no drift): compare without spaces and markers
     declared = {re.sub(r"\s|;.*", "", r) for r in requires}
     for name, req in by_name.items():
         assert name not in ROSDEP_KEYS, f"{name} has a rosdep key ({ROSDEP_KEYS[name]}): declare it in package.xml"
-        assert req.replace(" ", "") in declared, f"requirements/ros.txt {req!r} differs from setup.py's pins"
+        assert req.replace(" ", "") in declared, f"requirements/ros.txt {req!r} differs from setup.py's pins" + STALE
     for lazily_needed in ("onnxruntime", "pybullet", "rosbags"):  # policy node, sim node, recorder
         assert lazily_needed in by_name, f"{lazily_needed} is missing from requirements/ros.txt"
 
