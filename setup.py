@@ -58,6 +58,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/robots", glob("config/robots/*.yaml")),  # gato_robot.robots.load_embodiment
         # the shipped policy (gato_robot.runtime.shipped): model.onnx, manifest.json and its model card
         *[(f"share/{PACKAGE}/{d}", sorted(glob(f"{d}/*"))) for d in sorted(glob("models/*")) if os.path.isdir(d)],
     ],

@@ -38,7 +38,8 @@ import numpy as np
 import pybullet as p
 
 from gato_robot.core import specs
-from gato_robot.core.embodiment import RawObservation, load_embodiment
+from gato_robot.core.embodiment import RawObservation
+from gato_robot.robots import load_embodiment
 from gato_robot.sim import objects, success
 from gato_robot.sim import workspace as ws
 from gato_robot.sim.robot import FINGER_JOINTS, Panda

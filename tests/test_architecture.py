@@ -49,8 +49,7 @@ def test_only_the_ros_folder_imports_ros():
 
 
 def test_core_needs_only_numpy_stdlib_and_sentencepiece():
-    # yaml: PyYAML is an install requirement; core/embodiment.py reads the robot files (config/robots) with it
-    allowed = {"numpy", "sentencepiece", "yaml", "gato_robot", "__future__"} | set(sys.stdlib_module_names)
+    allowed = {"numpy", "sentencepiece", "gato_robot", "__future__"} | set(sys.stdlib_module_names)
     offenders = {
         str(p.relative_to(ROOT)): sorted(imported_roots(p) - allowed) for p in python_files(PKG / "core")
     }
@@ -107,3 +106,83 @@ def test_kinematics_needs_only_numpy_and_yourdfpy():
     allowed = {"numpy", "yourdfpy", "pybullet_data", "gato_robot", "__future__"} | set(sys.stdlib_module_names)
     assert imported_roots(PKG / "kinematics.py") <= allowed, imported_roots(PKG / "kinematics.py") - allowed
     assert not _loaded_after_import(["gato_robot.kinematics"]) & HEAVY
+
+
+# -- the layers as one ordered table --------------------------------------------------------------------------
+# Inner first. A unit may import only the units above it in this table (its own modules aside), at module level
+# or lazily; the only exceptions are the lazy "plugin" edges below, each inside a function, each with its reason.
+LAYERS: list[tuple[str, str]] = [
+    ("gato_robot.core", "numpy + standard library: specs, tokenizer, sequences, embodiment, safety filter, sync"),
+    ("gato_robot.data", "training episode files"),
+    ("gato_robot.robots", "robot description files (config/robots/*.yaml, PyYAML) into core embodiments"),
+    ("gato_robot.kinematics", "forward kinematics of a robot's URDF (yourdfpy)"),
+    ("gato_robot.wire", "the ROS topic contract's array layouts as numpy (no rclpy): shared by logs and nodes"),
+    ("gato_robot.runtime", "the policy contract, the ONNX Runtime policy (no torch), model trust, the URI loader"),
+    ("gato_robot.model", "the PyTorch model, its policy and the ONNX export"),
+    ("gato_robot.sim", "the PyBullet RGB-stacking environment, scripted experts, the benchmark (top-level sim/)"),
+    ("gato_robot.domains", "training domains (control suites, BabyAI, RGB stacking)"),
+    ("gato_robot.training", "training, fine-tuning, torchrun (top-level training/)"),
+    ("gato_robot.logs", "rosbag2/MCAP logs read and written without rclpy, conversion, replay into the sim"),
+    ("gato_robot.ros", "the ROS 2 nodes, launcher, recorder, and the ROS test/evaluation harness"),
+    ("gato_robot.cli", "console entry points"),
+]
+LAZY_PLUGINS = {  # (importing file, imported unit): why it may point outward, lazily
+    ("gato_robot/runtime/loader.py", "gato_robot.model"): "torch:DIR policy URIs load the PyTorch policy on demand; "
+                                                          "the runtime stays torch-free at import",
+}
+
+
+def _unit(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] in ("sim", "training"):  # top-level folders installed as gato_robot.sim / gato_robot.training
+        return f"gato_robot.{parts[0]}"
+    return ".".join(parts[:2]) if parts[0] == "gato_robot" and len(parts) > 1 else None
+
+
+def _layer_files() -> dict[Path, str]:
+    files = {p: _unit(".".join(p.relative_to(ROOT).with_suffix("").parts)) for p in python_files(PKG)
+             if not (PKG / "sim").exists() or not p.resolve().is_relative_to((PKG / "sim").resolve())}
+    files = {p: u for p, u in files.items() if u not in ("gato_robot.sim", "gato_robot.training")}
+    files |= {p: f"gato_robot.{folder}" for folder in ("sim", "training") for p in python_files(ROOT / folder)}
+    return files
+
+
+def _imports_with_scope(path: Path) -> list[tuple[str, bool]]:
+    """(module, lazy) for every absolute import of a file; lazy: inside a function."""
+    tree = ast.parse(path.read_text(), str(path))
+    lazy_nodes = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  for n in ast.walk(f)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, id(node) in lazy_nodes) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, id(node) in lazy_nodes))
+    return found
+
+
+def test_every_package_module_is_in_the_layer_table():
+    units = {u for u, _ in LAYERS}
+    assert not sorted({u for u in _layer_files().values()} - units - {"gato_robot.__init__"})
+
+
+def test_layers_import_only_inward():
+    rank = {u: k for k, (u, _) in enumerate(LAYERS)}
+    offenders = []
+    for path, unit in _layer_files().items():
+        rel = str(path.relative_to(ROOT))
+        for module, lazy in _imports_with_scope(path):
+            target = _unit(module)
+            if target is None or target == unit or target not in rank or unit not in rank:
+                continue
+            if rank[target] > rank[unit] and not (lazy and (rel, target) in LAZY_PLUGINS):
+                offenders.append(f"{rel} ({unit}) imports {module}{' lazily' if lazy else ''}")
+    assert not offenders, "outward imports:\n" + "\n".join(offenders)
+
+
+def test_the_layer_test_can_fail(tmp_path):
+    """The checker sees an outward import (core importing ros), at module level and lazily."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("import gato_robot.ros.common\n\ndef f():\n    from gato_robot.model import policy\n")
+    assert [(_unit(m), lazy) for m, lazy in _imports_with_scope(bad)] == [("gato_robot.ros", False),
+                                                                          ("gato_robot.model", True)]

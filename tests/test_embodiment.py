@@ -14,13 +14,14 @@ import pybullet_data
 import pytest
 import yaml
 
+from gato_robot import wire
 from gato_robot.core import specs
-from gato_robot.core.embodiment import RawObservation, embodiment_from_dict, load_embodiment
+from gato_robot.core.embodiment import RawObservation, embodiment_from_dict
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.logs import bag
 from gato_robot.logs.convert import log_to_episodes
 from gato_robot.logs.synthetic import write_step
-from gato_robot.ros import wire
+from gato_robot.robots import load_embodiment
 from gato_robot.sim.env import RgbStackingEnv
 
 PANDA_FILE = Path(__file__).resolve().parents[1] / "config" / "robots" / "panda.yaml"

@@ -13,8 +13,8 @@ import pybullet as p
 import pybullet_data
 import pytest
 
-from gato_robot.core.embodiment import load_embodiment
 from gato_robot.kinematics import ForwardKinematics, bullet_quat_from_matrix, for_embodiment
+from gato_robot.robots import load_embodiment
 from gato_robot.sim import robot as sim_robot
 
 CONFIGS = 1000
@@ -150,10 +150,11 @@ def test_tokenizer_node_in_fk_mode_publishes_the_fk_tool_pose(tmp_path, monkeypa
 
     from sensor_msgs.msg import Image, JointState
 
+    from gato_robot import wire
     from gato_robot.core import specs, vocab
     from gato_robot.core.embodiment import RawObservation
     from gato_robot.core.tokenizer import Tokenizer
-    from gato_robot.ros import common, testing, wire
+    from gato_robot.ros import common, testing
 
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     domain = testing.domain_for(request.node.nodeid)

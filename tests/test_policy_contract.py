@@ -195,7 +195,7 @@ def test_the_shipped_model_under_ros2_launch_samples_as_it_was_evaluated():
     model = shipped_model_dir()
     assert contract.recommended_sampling(model) == Sampling(SHIPPED_TEMPERATURE)  # docs/stacking.md's figure
     params = yaml.safe_load((ROOT / "config" / "stack.yaml").read_text())
-    assert params["gato_policy"]["ros__parameters"]["temperature"] == MODEL_TEMPERATURE
+    assert params["/**"]["ros__parameters"]["temperature"] == MODEL_TEMPERATURE  # shared: launch overrides win
     plan = {n.name: o for n, _, o in node_plan(sim=True, model=str(model))}
     assert "temperature" not in plan["gato_policy"]  # so the node takes the manifest's: 1, not greedy
     assert loader.resolve_temperature(f"onnx:{model}", None) == SHIPPED_TEMPERATURE  # benchmark, demo, ros eval

@@ -25,7 +25,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
-from gato_robot.ros import common, testing, wire
+from gato_robot import wire
+from gato_robot.ros import common, testing
 
 pytestmark = pytest.mark.ros
 STEPS = 40
@@ -70,6 +71,7 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
         topics = [common.TWIST_TOPIC, common.GRIPPER_TOPIC, common.EPISODE_STATUS_TOPIC, common.OBSERVATION_TOPIC,
                   common.ACTION_TOKENS_TOPIC, common.JOINT_STATES_TOPIC]
         probe.wait_matched(topics, timeout=60)
+        probe.wait_guarded(60)  # the controller's guard reaches the arm (else its first actions are zeros)
         probe.call(common.SIM_RESET_SERVICE, Trigger, timeout=30)
 
         def done() -> bool:
@@ -192,6 +194,7 @@ def test_forward_command_interface_drives_the_simulated_arm(tiny_policy, tmp_pat
     try:
         probe.wait_matched([common.FORWARD_TOPIC, common.EPISODE_STATUS_TOPIC, common.JOINT_STATES_TOPIC])
         probe.wait_for(lambda: probe.node.count_publishers(common.ACTION_TOKENS_TOPIC) >= 1, 60, "the policy")
+        probe.wait_guarded(60)  # the controller's guard reaches the arm (else its first actions are zeros)
         probe.call(common.SIM_RESET_SERVICE, Trigger, timeout=30)
         probe.wait_for(lambda: any(json.loads(m.data)["done"] for _, m in probe.received(common.EPISODE_STATUS_TOPIC)),
                        120, "the episode to end")

@@ -11,7 +11,8 @@ pytest.importorskip("rclpy")
 
 from std_msgs.msg import Float64MultiArray
 
-from gato_robot.ros import common, testing, wire
+from gato_robot import wire
+from gato_robot.ros import common, testing
 from gato_robot.ros.guard import GuardProcess
 
 pytestmark = pytest.mark.ros

@@ -30,8 +30,9 @@ from geometry_msgs.msg import TwistStamped
 from rcl_interfaces.msg import Log
 from std_msgs.msg import Float64MultiArray
 
+from gato_robot import wire
 from gato_robot.logs import bag
-from gato_robot.ros import common, testing, wire
+from gato_robot.ros import common, testing
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]

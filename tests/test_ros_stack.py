@@ -168,7 +168,7 @@ def test_colcon_build_installs_scripts_launch_and_config(tmp_path):
 
 
 def test_stack_and_wire_import_without_rclpy():
-    code = "import sys, gato_robot.ros.stack, gato_robot.ros.wire; print(sorted(m for m in sys.modules if 'rclpy' in m))"
+    code = "import sys, gato_robot.ros.stack, gato_robot.wire; print(sorted(m for m in sys.modules if 'rclpy' in m))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 

@@ -1,4 +1,4 @@
-"""The ROS topic contract's array layouts (gato_robot.ros.wire): pure numpy, no rclpy needed (the one test of the
+"""The ROS topic contract's array layouts (gato_robot.wire): pure numpy, no rclpy needed (the one test of the
 message helpers in gato_robot.ros.common skips without it)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from gato_robot import wire
 from gato_robot.core import tokenizer, vocab
 from gato_robot.core.specs import PANDA_ARM_JOINTS, rgb_stacking_spec
 from gato_robot.core.tokenizer import Tokenizer
-from gato_robot.ros import wire
 from tests.conftest import random_observation
 
 SPEC = rgb_stacking_spec(2)

@@ -2,7 +2,7 @@
 
 A robot is described once, in ``config/robots/<name>.yaml`` (docs/robots.md): URDF, base and tool links, arm
 and finger joint names, cameras, the action's bounds and which part of the arm command each action element
-drives. :func:`load_embodiment` reads it by name or path into an :class:`Embodiment`, which gives
+drives. :func:`gato_robot.robots.load_embodiment` reads it by name or path into an :class:`Embodiment`, which gives
 
 - ``spec(cameras, image_size)``: the RGB-stacking :class:`~gato_robot.core.specs.RobotSpec` for this arm
   (``specs.rgb_stacking_spec`` with this robot's joints and bounds);
@@ -12,10 +12,10 @@ drives. :func:`load_embodiment` reads it by name or path into an :class:`Embodim
   The simulator, the ROS tokenizer node, the log converter and the synthetic logs all use it, so a policy sees
   the same observation from each of them;
 - the split of an action into the arm command (Cartesian tool velocity) and the gripper command
-  (:meth:`Embodiment.arm_command`, :meth:`Embodiment.velocity_from_twist`); ``gato_robot.ros.wire`` turns those
+  (:meth:`Embodiment.arm_command`, :meth:`Embodiment.velocity_from_twist`); ``gato_robot.wire`` turns those
   into messages.
 
-Core layer: numpy, the standard library and PyYAML (an install requirement) only.
+Core layer: numpy and the standard library only; reading the robot files (YAML) is ``gato_robot.robots``'s.
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from gato_robot.core import specs
 from gato_robot.core.gripper import GraspDetector
@@ -255,16 +252,7 @@ class ObservationBuilder:
         return obs
 
 
-# -- loading --------------------------------------------------------------------------------------------------
-def robots_folders() -> list[Path]:
-    """Where robot files are looked up by name: this checkout's config/robots, then the installed
-    share/gato_robot/config/robots under this Python's prefix and each AMENT_PREFIX_PATH entry."""
-    folders = [Path(__file__).resolve().parents[2] / ROBOTS_FOLDER]
-    prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
-    folders += [Path(p) / "share" / "gato_robot" / ROBOTS_FOLDER for p in prefixes if p]
-    return folders
-
-
+# -- from a description ----------------------------------------------------------------------------
 def embodiment_from_dict(data: Mapping[str, Any], source: str = "") -> Embodiment:
     where = source or "robot description"
     if not isinstance(data, Mapping):
@@ -290,32 +278,3 @@ def embodiment_from_dict(data: Mapping[str, Any], source: str = "") -> Embodimen
                                         "; ".join(f"{k}: {v}" for k, v in d.items())
                                         for d in data.get("differences_from_deepmind", ())),
         source=source)
-
-
-@functools.cache
-def _load_file(path: str) -> Embodiment:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise ValueError(f"cannot read robot file {path}: {e}") from e
-    except yaml.YAMLError as e:
-        raise ValueError(f"robot file {path} is not valid YAML: {e}") from e
-    return embodiment_from_dict(data, path)
-
-
-def load_embodiment(robot: str | os.PathLike = DEFAULT_ROBOT) -> Embodiment:
-    """The robot named ``robot`` (``config/robots/<robot>.yaml``), or the robot file at that path."""
-    text = os.fspath(robot)
-    if text.endswith((".yaml", ".yml")) or os.sep in text or "/" in text:
-        return _load_file(str(Path(text).resolve()))
-    return _by_name(text)
-
-
-@functools.cache  # adapters call this per command (ros.wire): look the file up once
-def _by_name(text: str) -> Embodiment:
-    for folder in robots_folders():
-        path = folder / f"{text}.yaml"
-        if path.is_file():
-            return _load_file(str(path.resolve()))
-    known = sorted({p.stem for f in robots_folders() if f.is_dir() for p in f.glob("*.yaml")})
-    raise ValueError(f"no robot named {text!r}; known robots: {known} (or give the path of a robot file)")

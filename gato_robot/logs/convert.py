@@ -43,12 +43,13 @@ from typing import Any
 
 import numpy as np
 
+from gato_robot import wire
 from gato_robot.core import specs
-from gato_robot.core.embodiment import Embodiment, ObservationBuilder, RawObservation, load_embodiment
+from gato_robot.core.embodiment import Embodiment, ObservationBuilder, RawObservation
 from gato_robot.core.tokenizer import fit_image
 from gato_robot.data.episodes import Episode, EpisodeError, write_episode
 from gato_robot.logs import bag
-from gato_robot.ros import wire
+from gato_robot.robots import load_embodiment
 
 JOINTS_TOPIC, POSE_TOPIC, STATUS_TOPIC = "/joint_states", "/gato/tool_pose", "/gato/episode_status"
 TWIST_TOPIC, FORWARD_TOPIC, GRIPPER_TOPIC = "/servo_node/delta_twist_cmds", "/forward_velocity_controller/commands", \

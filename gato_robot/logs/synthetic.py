@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from gato_robot import wire
 from gato_robot.core import specs
-from gato_robot.core.embodiment import Embodiment, RawObservation, load_embodiment
+from gato_robot.core.embodiment import Embodiment, RawObservation
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.logs import bag
-from gato_robot.ros import wire
+from gato_robot.robots import load_embodiment
 
 
 def _types() -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """What every node shares: QoS profiles, stamps, parameter declaration, message builders, and ``run``.
 
-The array layouts live in :mod:`gato_robot.ros.wire` (pure numpy); this module only moves them in and out of
+The array layouts live in :mod:`gato_robot.wire` (pure numpy); this module only moves them in and out of
 ROS messages (bytes, never per-element lists: ``msg.data = arr.tobytes()``, read with ``np.frombuffer``).
 """
 
@@ -37,7 +37,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
-from gato_robot.ros import wire
+from gato_robot import wire
 
 # Sensor topics: best effort, keep last 5 (the ROS default sensor-data profile).
 SENSOR_QOS = qos_profile_sensor_data

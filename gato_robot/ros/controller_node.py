@@ -34,6 +34,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from gato_robot import wire
 from gato_robot.core import specs
 from gato_robot.core.safety import (
     CONTROLLER_LIMITS,
@@ -45,7 +46,7 @@ from gato_robot.core.safety import (
     controller_limits,
 )
 from gato_robot.core.tokenizer import Tokenizer
-from gato_robot.ros import common, wire
+from gato_robot.ros import common
 from gato_robot.ros.guard import GuardProcess
 
 VELOCITY_DIMS = 4  # vx, vy, vz, yaw rate; then the gripper
@@ -276,6 +277,13 @@ class ControllerNode(Node):
             if self.guard is not None:
                 self.guard.release()
 
+    def guarded(self) -> bool:
+        """The guard is off, or it has matched every subscriber of the arm topic (this node's publisher's count) and
+        at least one: a harness starts an episode once this holds (``testing.wait_guarded``), or the first actions
+        of an episode go out as zeros while discovery matches the guard."""
+        subscribers = self.arm_pub.get_subscription_count()
+        return self.guard is None or (subscribers >= 1 and self.guard.covers(subscribers))
+
     def publish_diagnostics(self) -> None:
         f = self.filter
         status = DiagnosticStatus(name="gato_controller", hardware_id=self.interface)
@@ -289,6 +297,7 @@ class ControllerNode(Node):
             KeyValue(key="commands", value=str(self.commands)),
             KeyValue(key="dropped", value=json.dumps({k.value: n for k, n in f.dropped.items()}, sort_keys=True)),
             KeyValue(key="invalid_messages", value=json.dumps(self.invalid, sort_keys=True)),
+            KeyValue(key="guarded", value=str(self.guarded()).lower()),
         ]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()

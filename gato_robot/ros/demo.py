@@ -22,7 +22,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from gato_robot.ros import common, testing, wire
+from gato_robot import wire
+from gato_robot.ros import common, testing
 
 CAMERA = "basket_front_left"
 
@@ -60,6 +61,7 @@ def run_stack_episode(model_dir: str | os.PathLike, out_dir: str | os.PathLike, 
                 stdout=log, stderr=subprocess.STDOUT, env=testing.ros_env(domain), start_new_session=True)
         try:
             probe.wait_matched([common.TWIST_TOPIC, common.EPISODE_STATUS_TOPIC, camera_topic], timeout=90)
+            probe.wait_guarded(60)  # the controller's guard reaches the arm (else its first actions are zeros)
             probe.call(common.SIM_RESET_SERVICE, Trigger, timeout=60)
 
             def done() -> bool:

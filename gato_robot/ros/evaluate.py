@@ -65,6 +65,7 @@ def run_triplet(model_dir: str | os.PathLike, triplet: str, episodes: int, seed:
 
         try:
             probe.wait_matched([common.EPISODE_STATUS_TOPIC], timeout=90)
+            probe.wait_guarded(60)  # the controller's guard reaches the arm (else its first actions are zeros)
             probe.call(common.SIM_RESET_SERVICE, Trigger, timeout=60)
             start = time.monotonic()
             probe.wait_for(collect, timeout=timeout_s * episodes, what=f"{episodes} episodes of {triplet}")

@@ -28,7 +28,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from gato_robot.ros import common, wire
+from gato_robot import wire
+from gato_robot.ros import common
 from gato_robot.ros.stack import MODEL_TEMPERATURE
 
 

@@ -39,9 +39,10 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from gato_robot import wire
 from gato_robot.core import specs
-from gato_robot.core.embodiment import load_embodiment
-from gato_robot.ros import common, wire
+from gato_robot.robots import load_embodiment
+from gato_robot.ros import common
 
 SIM_START = 1.0  # s: sim time of the first observation (a zero stamp reads as "unset" to many tools)
 STACK_SETTLE_S = 0.5  # s: after this node sees the stack's endpoints, before the first episode starts

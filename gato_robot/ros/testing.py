@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import rclpy
 import yaml
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
@@ -140,6 +141,21 @@ class Probe:
             return self.subscriptions[t].get_publisher_count() >= max(at_least, self.node.count_publishers(t))
 
         self.wait_for(lambda: all(matched(t) for t in topics), timeout, f"matched publishers on {topics}")
+
+    def wait_guarded(self, timeout: float = 60.0) -> None:
+        """Until the controller's diagnostics say its guard reaches every arm command subscriber (``guarded``):
+        before that, its actions go out as zeros (discovery can match the guard seconds after the controller)."""
+        if "/diagnostics" not in self.subscriptions:
+            self.record("/diagnostics", DiagnosticArray, common.COMMAND_QOS)
+
+        def guarded() -> bool:
+            for _, msg in reversed(self.received("/diagnostics")):
+                for status in msg.status:
+                    if status.name == "gato_controller":
+                        return {kv.key: kv.value for kv in status.values}.get("guarded") == "true"
+            return False
+
+        self.wait_for(guarded, timeout, "the controller's guard to reach every arm command subscriber")
 
     def received(self, topic: str) -> list[tuple[float, Any]]:
         with self.lock:

@@ -9,11 +9,11 @@ comes from the controller's last arm and gripper commands (reliable), the grasp 
 does. The robot (``robot``: a name under config/robots or a robot file's path, default panda) names the arm and
 finger joints read from /joint_states; its observation builder (``core.embodiment``, the simulator's and the
 log converter's too) assembles the observation and keeps the previous action and the grasp flag. Output: /gato/observation (8UC1 rows with
-the patches as uint8 pixels, ``gato_robot.ros.wire``; reliable, keep last 1), header.stamp = the set's newest camera
+the patches as uint8 pixels, ``gato_robot.wire``; reliable, keep last 1), header.stamp = the set's newest camera
 stamp, frame_id = the spec name.
 
 Decisions live in pure code: synchronisation and staleness in ``gato_robot.core.sync``, decoding in
-``gato_robot.ros.wire``, tokenization in ``gato_robot.core.tokenizer``. Each image is resized and cut into patch
+``gato_robot.wire``, tokenization in ``gato_robot.core.tokenizer``. Each image is resized and cut into patch
 pixels as it arrives (``wire.ObservationEncoder.camera_pixels``), so a complete set only costs copying the pixels
 into the rows and tokenizing the proprioception (the same bytes as ``tokenize_observation``, tested).
 """
@@ -32,13 +32,15 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
+from gato_robot import wire
 from gato_robot.core import specs
-from gato_robot.core.embodiment import RawObservation, load_embodiment
+from gato_robot.core.embodiment import RawObservation
 from gato_robot.core.safety import MAX_FUTURE_S
 from gato_robot.core.sync import ApproximateSync, Status
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.kinematics import for_embodiment
-from gato_robot.ros import common, wire
+from gato_robot.robots import load_embodiment
+from gato_robot.ros import common
 
 JOINTS, POSE = "joint_states", "tool_pose"
 

@@ -24,10 +24,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from gato_robot.core import vocab
-from gato_robot.core.embodiment import Embodiment, load_embodiment
+from gato_robot.core.embodiment import Embodiment
 from gato_robot.core.sequence import TokenBlock
 from gato_robot.core.specs import Kind
 from gato_robot.core.tokenizer import Tokenizer, patch_pixels_of, patch_values
+from gato_robot.robots import load_embodiment
 
 # -- observation rows ---------------------------------------------------------------------------------------
 HEAD_FIELDS = ("token", "kind", "local_pos", "row_lo", "row_hi", "col_lo", "col_hi")
