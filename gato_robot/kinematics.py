@@ -99,11 +99,13 @@ class ForwardKinematics:
 
     ``base_pose``: (x, y, z, qx, qy, qz, qw) of ``base_link`` in the reported frame (where the simulator placed
     the robot: ``loadURDF``'s base position and orientation; identity for the Panda of ``sim/robot.py``).
+    ``tool_offset``: the tool centre point in ``tool_link``'s frame (m), for a URDF with no link at the pinch point.
     Movable joints on the chain must be in ``joint_names`` or mimic one that is; other joints are ignored.
     """
 
     def __init__(self, urdf_path: str | Path, base_link: str, tool_link: str, joint_names: Sequence[str],
-                 base_pose: Sequence[float] = (0.0, 0.0, 0.0, *IDENTITY_XYZW)):
+                 base_pose: Sequence[float] = (0.0, 0.0, 0.0, *IDENTITY_XYZW),
+                 tool_offset: Sequence[float] = (0.0, 0.0, 0.0)):
         import yourdfpy  # lazily: importing this module costs nothing until a robot is built
 
         self.urdf_path = resolve_urdf(urdf_path)
@@ -158,6 +160,13 @@ class ForwardKinematics:
             k = cross_matrix(axis)
             motion = axis if j.type == "prismatic" else (k, k @ k)
             self._chain.append((origin, j.type, motion, (index[source], multiplier, offset)))
+        offset = np.asarray(tool_offset, np.float64)
+        if offset.shape != (3,) or not np.all(np.isfinite(offset)):
+            raise ValueError(f"tool_offset must be 3 finite numbers, got {tool_offset}")
+        if offset.any():
+            tcp = np.eye(4)
+            tcp[:3, 3] = offset
+            self._chain.append((tcp, "fixed", None, None))
         self.base_link, self.tool_link = base_link, tool_link
 
     def pose(self, joint_positions: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -186,8 +195,11 @@ class ForwardKinematics:
         return np.concatenate([xyz, quat])
 
 
-def for_embodiment(embodiment, base_pose: Sequence[float] = (0.0, 0.0, 0.0, *IDENTITY_XYZW)) -> ForwardKinematics:
+def for_embodiment(embodiment, base_pose: Sequence[float] | None = None) -> ForwardKinematics:
     """The forward kinematics of a robot description (``gato_robot.core.embodiment.Embodiment``, or anything with
-    ``urdf``, ``base_link``, ``tool_link`` and ``arm_joints``): the tool pose from the arm joints, in their order."""
+    ``urdf``, ``base_link``, ``tool_link`` and ``arm_joints``): the tool pose from the arm joints, in their order,
+    in the cell frame (``base_pose`` default: the description's ``base_position``, not rotated)."""
+    if base_pose is None:
+        base_pose = (*getattr(embodiment, "base_position", (0.0, 0.0, 0.0)), *IDENTITY_XYZW)
     return ForwardKinematics(embodiment.urdf, embodiment.base_link, embodiment.tool_link, embodiment.arm_joints,
-                             base_pose=base_pose)
+                             base_pose=base_pose, tool_offset=getattr(embodiment, "tool_offset", (0.0, 0.0, 0.0)))

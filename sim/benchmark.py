@@ -32,6 +32,7 @@ from gato_robot.core import eval_protocol
 from gato_robot.core.results import load_results
 from gato_robot.core.specs import CAMERA_PREFIX, Kind, RobotSpec
 from gato_robot.core.stats import wilson_interval
+from gato_robot.robots import load_embodiment
 from gato_robot.runtime.loader import resolve_temperature
 from gato_robot.sim import objects
 from gato_robot.sim.env import RgbStackingEnv
@@ -43,9 +44,9 @@ MPO_SPECIALISTS = {"rgb_test_triplet1": 77.7, "rgb_test_triplet2": 47.4, "rgb_te
                    "rgb_test_triplet4": 79.9, "rgb_test_triplet5": 89.5}
 
 
-def _env_for(policy: Any, policy_name: str, triplet: str, images: bool) -> RgbStackingEnv:
-    """An env whose cameras and image size follow the policy's spec when it has one (learned policies), else
-    the two front cameras at 128 x 128 (as Gato)."""
+def _env_for(policy: Any, policy_name: str, triplet: str, images: bool, robot: str = "panda") -> RgbStackingEnv:
+    """An env of ``robot`` whose cameras and image size follow the policy's spec when it has one (learned
+    policies), else the two front cameras at 128 x 128 (as Gato)."""
     spec = getattr(policy, "spec", None)
     cameras: Any = 2
     size = 128
@@ -55,7 +56,7 @@ def _env_for(policy: Any, policy_name: str, triplet: str, images: bool) -> RgbSt
             cameras = [s.name[len(CAMERA_PREFIX):] for s in images_specs]
             size = images_specs[0].shape[0]
     return RgbStackingEnv(triplet=triplet, cameras=cameras, image_size=size, render_images=images,
-                          privileged=needs_privileged(policy_name))
+                          privileged=needs_privileged(policy_name), robot=robot)
 
 
 def policy_label(policy: str, temperature: float) -> str:
@@ -70,21 +71,21 @@ def _episode(env: RgbStackingEnv, policy: Any, seed: int, temperature: float, fr
 
 
 def _run_chunk(policy_name: str, triplet: str, seeds: list[int], images: bool,
-               threads: int | None = None, temperature: float = 0.0) -> list[dict[str, Any]]:
+               threads: int | None = None, temperature: float = 0.0, robot: str = "panda") -> list[dict[str, Any]]:
     policy = make_policy(policy_name, seed=seeds[0] if seeds else 0, threads=threads, temperature=temperature)
-    env = _env_for(policy, policy_name, triplet, images)
+    env = _env_for(policy, policy_name, triplet, images, robot)
     out = [_episode(env, policy, s, temperature).summary() for s in seeds]
     env.close()
     return out
 
 
 def _video(policy_name: str, triplet: str, seeds: list[int], path: Path,
-           temperature: float = 0.0) -> list[dict[str, Any]]:
+           temperature: float = 0.0, robot: str = "panda") -> list[dict[str, Any]]:
     """An MP4 of these episodes (re-run with frames); returns their summaries."""
     import imageio.v2 as imageio
 
     policy = make_policy(policy_name, temperature=temperature)
-    env = _env_for(policy, policy_name, triplet, images=True)
+    env = _env_for(policy, policy_name, triplet, images=True, robot=robot)
     summaries = []
     with imageio.get_writer(path, fps=20, codec="libx264", quality=7, macro_block_size=16) as w:
         for s in seeds:
@@ -201,10 +202,11 @@ def check_models(policy: str, trusted_key: Path | None) -> None:
 def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path, seed: int = 0,
         video_episodes: int = 2, images: bool | None = None, temperature: float | None = 0.0,
         trusted_key: Path | None = None, report: eval_protocol.ReportRun | None = None,
-        ledger: Path = eval_protocol.DEFAULT_LEDGER) -> list[dict[str, Any]]:
+        ledger: Path = eval_protocol.DEFAULT_LEDGER, robot: str = "panda") -> list[dict[str, Any]]:
     """``report``: a report-range run (its block's seeds; ``seed`` is ignored), checked against the ledger before
     any episode and recorded there after the last; seeds in the report range without it are refused.
-    ``temperature`` None: the model's recommended sampling (``gato_robot.runtime.loader.resolve_temperature``)."""
+    ``temperature`` None: the model's recommended sampling (``gato_robot.runtime.loader.resolve_temperature``).
+    ``robot``: the simulated arm (a robot file's name or path: panda, xarm6)."""
     temperature = resolve_temperature(policy, temperature)  # the number recorded with the results
     if report is not None:
         seed = report.seeds.start
@@ -215,6 +217,7 @@ def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path
         eval_protocol.check(eval_protocol.load_ledger(ledger), report)
     check_models(policy, trusted_key)  # a refused model stops the run here, before any worker starts
     make_policy(policy, temperature=temperature)  # fail fast on a bad policy name, before starting processes
+    load_embodiment(robot)  # and on a bad robot
     images = (not needs_privileged(policy)) if images is None else images
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(seed, seed + episodes))
@@ -228,7 +231,7 @@ def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path
     # worker that runs torch there hangs forever in a futex)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         threads = max(1, (os.cpu_count() or 1) // workers)  # the workers split the cores
-        futures = [pool.submit(_run_chunk, policy, t, s, images, threads, temperature) for t, s in chunks]
+        futures = [pool.submit(_run_chunk, policy, t, s, images, threads, temperature, robot) for t, s in chunks]
         with tqdm(total=len(triplets) * episodes, desc=f"{policy} episodes", unit="ep") as bar:
             for f in futures:
                 results += f.result()
@@ -236,7 +239,7 @@ def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path
     rows = summarise(results, triplets)
     (out / "results.json").write_text(json.dumps(
         {"policy": policy, "temperature": temperature, "triplets": triplets, "episodes_per_triplet": episodes,
-         "seed": seed,
+         "seed": seed, **({} if robot == "panda" else {"robot": robot}),
          "success_rule": "stacked for >= 20 consecutive control steps (1 s)", "wall_s": time.time() - start,
          "summary": rows, "episodes": results}, indent=1))
     label = policy_label(policy, temperature)
@@ -245,7 +248,7 @@ def run(policy: str, triplets: list[str], episodes: int, workers: int, out: Path
     if report is not None:
         eval_protocol.record(ledger, report, rows[-1]["successes"], rows[-1]["episodes"], str(out))
     if video_episodes > 0:
-        _video(policy, triplets[0], seeds[:video_episodes], out / "episodes.mp4", temperature)
+        _video(policy, triplets[0], seeds[:video_episodes], out / "episodes.mp4", temperature, robot)
     return rows
 
 
@@ -302,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                          "no shipping decision")
     ap.add_argument("--ledger", type=Path, default=eval_protocol.DEFAULT_LEDGER,
                     help="the report ledger (default: %(default)s, committed)")
+    ap.add_argument("--robot", default="panda",
+                    help="the simulated arm: a robot file's name (config/robots: panda, xarm6) or path; a learned "
+                         "policy must have been trained on the same arm")
     ap.add_argument("--video-episodes", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/sim_benchmark"))
     ap.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
@@ -333,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         rows = run(args.policy, triplets, args.episodes, args.workers, args.out,
                    args.seed, args.video_episodes, temperature=args.temperature, trusted_key=args.trusted_key,
-                   report=report, ledger=args.ledger)
+                   report=report, ledger=args.ledger, robot=args.robot)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

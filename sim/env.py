@@ -22,6 +22,8 @@ Observation options:
   or closes fully), so a policy sees the same flag here, through the ROS stack and on a robot. ``"contact"``: both
   fingers touching one object (a simulator-only test, which turns on a step or two earlier while the fingers still
   squeeze; the data of runs 1-16 was recorded with it).
+- ``robot``: the arm, by robot file (``config/robots/<name>.yaml``): ``"panda"`` (default) or ``"xarm6"`` (a 6-joint
+  UFactory xArm6 with its linkage gripper, standing 15 cm closer to the basket). Its spec has its joints.
 - ``privileged=True``: also ``privileged/object_poses`` (3, 7: red, green, blue centre + quaternion xyzw) and
   ``privileged/object_vertices`` (3, 20, 3: world-frame mesh vertices, padded by repeating the last vertex),
   for experts and analysis; ``info["object_poses"]`` always carries the poses.
@@ -42,7 +44,7 @@ from gato_robot.core.embodiment import RawObservation
 from gato_robot.robots import load_embodiment
 from gato_robot.sim import objects, success
 from gato_robot.sim import workspace as ws
-from gato_robot.sim.robot import FINGER_JOINTS, Panda
+from gato_robot.sim.robot import make_arm
 from gato_robot.sim.scene import SUBSTEPS, Scene
 
 PRIVILEGED_POSES = "privileged/object_poses"
@@ -59,7 +61,8 @@ def _space(spec: specs.TensorSpec) -> gym.spaces.Box:
 
 
 class RgbStackingEnv(gym.Env):
-    """Stack red on blue with a Panda in a sloped basket. See the module docstring for the contract."""
+    """Stack red on blue with an arm (``robot``: a robot file's name or path; the Panda by default, or the xArm6) in
+    a sloped basket. See the module docstring for the contract."""
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": int(ws.CONTROL_HZ)}
 
@@ -74,11 +77,12 @@ class RgbStackingEnv(gym.Env):
         render_mode: str | None = None,
         object_ids: tuple[str, str, str] | None = None,
         grasp_flag: str = "fingers",
+        robot: str = "panda",
     ):
         if grasp_flag not in GRASP_FLAGS:
             raise ValueError(f"grasp_flag must be one of {GRASP_FLAGS}, got {grasp_flag!r}")
         self.grasp_flag = grasp_flag
-        self.embodiment = load_embodiment("panda")  # the arm this simulator builds (sim/robot.py)
+        self.embodiment = load_embodiment(robot)  # the arm: its robot file (config/robots) and sim/robot.py's class
         self.triplet_name = objects.check_triplet_name(triplet)
         self.object_ids = None if object_ids is None else objects.check_object_ids(object_ids)
         self.spec_ = self.embodiment.spec(cameras, image_size)
@@ -102,7 +106,7 @@ class RgbStackingEnv(gym.Env):
         self.client = p.connect(p.DIRECT)
         self.scene = Scene(self.client)
         self.low_poly_arm = bool(low_poly_arm)
-        self.robot = Panda(self.client, low_poly=self.low_poly_arm)
+        self.robot = make_arm(self.client, self.embodiment, low_poly=self.low_poly_arm)
         self.triplet: tuple[str, str, str] | None = None
         self._tracker = success.SuccessTracker()
         self._t = 0
@@ -113,7 +117,7 @@ class RgbStackingEnv(gym.Env):
         rng = self.np_random
         triplet = self.object_ids or objects.resolve_triplet(self.triplet_name, rng)
         self.scene.reset_world()  # a fresh world: a seed reproduces whatever ran before in this process
-        self.robot = Panda(self.client, low_poly=self.low_poly_arm)
+        self.robot = make_arm(self.client, self.embodiment, low_poly=self.low_poly_arm)
         self.scene.load_objects(triplet)
         self.triplet = triplet
         tool = rng.uniform(ws.START_LO, ws.START_HI)
@@ -203,20 +207,21 @@ class RgbStackingEnv(gym.Env):
             return False
         c = self.client
         for o in self.scene.objects:
-            if all(p.getContactPoints(self.robot.body, o.body, linkIndexA=j, physicsClientId=c) for j in (9, 10)):
+            if all(p.getContactPoints(self.robot.body, o.body, linkIndexA=j, physicsClientId=c)
+                   for j in self.robot.finger_links):
                 return True
         return False
 
     def _observation(self) -> dict[str, np.ndarray]:
         q, dq = self.robot.joint_state()
-        fingers = p.getJointStates(self.robot.body, FINGER_JOINTS, physicsClientId=self.client)
+        finger_q, finger_dq = self.robot.finger_readings()
         if self.render_images:
             images = {name: self.scene.render(name, self.image_size) for name in self.camera_names}
         else:
             images = {name: np.zeros((self.image_size, self.image_size, 3), np.uint8) for name in self.camera_names}
         obs = self._builder.build(RawObservation(
             images=images, joint_positions=q, joint_velocities=dq, tool_pose=self.robot.tool_pose(),
-            finger_positions=[f[0] for f in fingers], finger_velocities=[f[1] for f in fingers],
+            finger_positions=finger_q, finger_velocities=finger_dq,
             grasp=None if self.grasp_flag == "fingers" else self.grasping()))
         if self.privileged:
             obs[PRIVILEGED_POSES] = self.scene.object_poses().astype(np.float32)

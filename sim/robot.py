@@ -1,4 +1,6 @@
-"""The arm: a Franka Panda from pybullet_data standing in for the original's Sawyer + Robotiq 2F-85.
+"""The simulated arms: a Franka Panda (the default) and a UFactory xArm6 with its xArm gripper, from pybullet_data,
+standing in for the original's Sawyer + Robotiq 2F-85. :func:`make_arm` builds the one a robot file names
+(``config/robots/<name>.yaml``: URDF, joints, tool link and offset, gripper opening).
 
 Control is the original's velocity-level Cartesian interface (rgb_stacking.md): each 50 ms control step
 integrates the commanded tool velocity (+-0.07 m/s) and wrist yaw rate (+-1 rad/s) into a target pose,
@@ -16,6 +18,7 @@ from __future__ import annotations
 import functools
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pybullet as p
@@ -55,11 +58,112 @@ def tool_orientation(yaw: float) -> tuple[float, float, float, float]:
     return p.getQuaternionFromEuler((np.pi, 0.0, -yaw))
 
 
-class Panda:
+class VelocityArm:
+    """An arm + gripper in one PyBullet client with the 5-D velocity interface: each control step integrates the
+    tool velocity and yaw rate into a target pose (workspace box, yaw range), solves IK for the tool centre point
+    pointing down and drives the arm joints with position control. Subclasses set the joints and say how their
+    gripper opens and closes (``_reset_gripper``, ``substep``, ``_command_fingers``, ``finger_readings``)."""
+
+    arm_joints: tuple[int, ...]
+    tcp_link: int
+    rest_pose: tuple[float, ...]
+    joint_low: tuple[float, ...]
+    joint_high: tuple[float, ...]
+    arm_forces: tuple[float, ...]
+    finger_links: tuple[int, ...]  # the links whose contacts with one object make the "contact" grasp test
+    client: int
+    body: int
+
+    def _init_targets(self) -> None:
+        self.target_pos = np.zeros(3)
+        self.target_yaw = 0.0
+        self.gripper_closed = False
+
+    # -- reset ----------------------------------------------------------------------------------------------
+    def reset(self, tool_pos: np.ndarray, tool_yaw: float) -> None:
+        """Teleport the joints to a configuration whose tool is at ``tool_pos`` with ``tool_yaw``, gripper open."""
+        c = self.client
+        for j, q in zip(self.arm_joints, self.rest_pose):
+            p.resetJointState(self.body, j, q, physicsClientId=c)
+        self._reset_gripper()
+        for _ in range(4):  # IK starts from the current joints; a few teleports converge
+            q = self._ik(tool_pos, tool_yaw, iterations=50)
+            for j, qj in zip(self.arm_joints, q):
+                p.resetJointState(self.body, j, qj, physicsClientId=c)
+        self.target_pos = np.asarray(tool_pos, float).copy()
+        self.target_yaw = float(tool_yaw)
+        self.gripper_closed = False
+        self._open_target()
+        self._command_joints(q)
+        self._command_fingers()
+
+    # -- control --------------------------------------------------------------------------------------------
+    def apply(self, velocity: np.ndarray, yaw_rate: float, close: bool, dt: float) -> None:
+        """Integrate one control step of the 5-D action into joint and finger targets."""
+        self.target_pos = ws.integrate_position(self.target_pos, velocity, dt)
+        self.target_yaw = ws.integrate_yaw(self.target_yaw, yaw_rate, dt)
+        self.gripper_closed = bool(close)
+        self._command_joints(self._ik(self.target_pos, self.target_yaw, iterations=10))
+
+    def _ik(self, pos: np.ndarray, yaw: float, iterations: int) -> np.ndarray:
+        q = p.calculateInverseKinematics(
+            self.body, self.tcp_link, list(pos), tool_orientation(yaw),
+            lowerLimits=self.joint_low, upperLimits=self.joint_high,
+            jointRanges=[h - lo for lo, h in zip(self.joint_low, self.joint_high)], restPoses=self.rest_pose,
+            maxNumIterations=iterations, residualThreshold=1e-5, physicsClientId=self.client,
+        )
+        return np.asarray(q[:len(self.arm_joints)])
+
+    def _command_joints(self, q: np.ndarray) -> None:
+        p.setJointMotorControlArray(
+            self.body, self.arm_joints, p.POSITION_CONTROL, targetPositions=list(q), forces=self.arm_forces,
+            physicsClientId=self.client,
+        )
+
+    # -- gripper (per arm) ----------------------------------------------------------------------------------
+    def _reset_gripper(self) -> None:
+        raise NotImplementedError
+
+    def _open_target(self) -> None:
+        raise NotImplementedError
+
+    def _command_fingers(self) -> None:
+        raise NotImplementedError
+
+    def substep(self, dt: float) -> None:
+        raise NotImplementedError
+
+    def finger_readings(self) -> tuple[list[float], list[float]]:
+        raise NotImplementedError
+
+    # -- sensing --------------------------------------------------------------------------------------------
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
+        states = p.getJointStates(self.body, self.arm_joints, physicsClientId=self.client)
+        return np.array([s[0] for s in states]), np.array([s[1] for s in states])
+
+    def finger_state(self) -> tuple[float, float]:
+        """(opening m, opening velocity m/s), as the robot file maps the finger joints."""
+        return self.embodiment.opening(*self.finger_readings())
+
+    def tool_pose(self) -> np.ndarray:
+        """(7,) TCP position and quaternion xyzw in the robot base (= world) frame."""
+        s = p.getLinkState(self.body, self.tcp_link, computeForwardKinematics=True, physicsClientId=self.client)
+        return np.array([*s[4], *s[5]])
+
+    def tool_yaw(self) -> float:
+        """Yaw of the current tool orientation in the convention of :func:`tool_orientation`."""
+        return ws.yaw_from_quat(self.tool_pose()[3:])
+
+
+class Panda(VelocityArm):
     """Panda arm + gripper in one PyBullet client, with the 5-D velocity interface."""
 
-    def __init__(self, client: int, low_poly: bool = True):
+    arm_joints, tcp_link, rest_pose = ARM_JOINTS, TCP_LINK, REST_POSE
+    joint_low, joint_high, arm_forces, finger_links = JOINT_LOW, JOINT_HIGH, ARM_FORCES, FINGER_JOINTS
+
+    def __init__(self, client: int, low_poly: bool = True, embodiment: Any = None):
         self.client = client
+        self.embodiment = embodiment
         if low_poly:
             path = _low_poly_urdf()
         else:
@@ -78,37 +182,16 @@ class Panda:
         gear = p.createConstraint(self.body, FINGER_JOINTS[0], self.body, FINGER_JOINTS[1], p.JOINT_GEAR,
                                   (1, 0, 0), (0, 0, 0), (0, 0, 0), physicsClientId=client)
         p.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=50, physicsClientId=client)
-        self.target_pos = np.zeros(3)
-        self.target_yaw = 0.0
-        self.gripper_closed = False
+        self._init_targets()
         self.finger_target = FINGER_OPEN
 
-    # -- reset ----------------------------------------------------------------------------------------------
-    def reset(self, tool_pos: np.ndarray, tool_yaw: float) -> None:
-        """Teleport the joints to a configuration whose tool is at ``tool_pos`` with ``tool_yaw``, gripper open."""
-        c = self.client
-        for j, q in zip(ARM_JOINTS, REST_POSE):
-            p.resetJointState(self.body, j, q, physicsClientId=c)
+    # -- gripper: two coupled prismatic fingers, bang-bang at FINGER_SPEED ------------------------------------
+    def _reset_gripper(self) -> None:
         for j in FINGER_JOINTS:
-            p.resetJointState(self.body, j, FINGER_OPEN, physicsClientId=c)
-        for _ in range(4):  # IK starts from the current joints; a few teleports converge
-            q = self._ik(tool_pos, tool_yaw, iterations=50)
-            for j, qj in zip(ARM_JOINTS, q):
-                p.resetJointState(self.body, j, qj, physicsClientId=c)
-        self.target_pos = np.asarray(tool_pos, float).copy()
-        self.target_yaw = float(tool_yaw)
-        self.gripper_closed = False
-        self.finger_target = FINGER_OPEN
-        self._command_joints(q)
-        self._command_fingers()
+            p.resetJointState(self.body, j, FINGER_OPEN, physicsClientId=self.client)
 
-    # -- control --------------------------------------------------------------------------------------------
-    def apply(self, velocity: np.ndarray, yaw_rate: float, close: bool, dt: float) -> None:
-        """Integrate one control step of the 5-D action into joint and finger targets."""
-        self.target_pos = ws.integrate_position(self.target_pos, velocity, dt)
-        self.target_yaw = ws.integrate_yaw(self.target_yaw, yaw_rate, dt)
-        self.gripper_closed = bool(close)
-        self._command_joints(self._ik(self.target_pos, self.target_yaw, iterations=10))
+    def _open_target(self) -> None:
+        self.finger_target = FINGER_OPEN
 
     def substep(self, dt: float) -> None:
         """Per physics step: move the finger target toward open/closed at FINGER_SPEED."""
@@ -118,42 +201,123 @@ class Panda:
             self.finger_target += float(delta)
             self._command_fingers()
 
-    def _ik(self, pos: np.ndarray, yaw: float, iterations: int) -> np.ndarray:
-        q = p.calculateInverseKinematics(
-            self.body, TCP_LINK, list(pos), tool_orientation(yaw),
-            lowerLimits=JOINT_LOW, upperLimits=JOINT_HIGH,
-            jointRanges=[h - lo for lo, h in zip(JOINT_LOW, JOINT_HIGH)], restPoses=REST_POSE,
-            maxNumIterations=iterations, residualThreshold=1e-5, physicsClientId=self.client,
-        )
-        return np.asarray(q[:7])
-
-    def _command_joints(self, q: np.ndarray) -> None:
-        p.setJointMotorControlArray(
-            self.body, ARM_JOINTS, p.POSITION_CONTROL, targetPositions=list(q), forces=ARM_FORCES,
-            physicsClientId=self.client,
-        )
-
     def _command_fingers(self) -> None:
         p.setJointMotorControlArray(
             self.body, FINGER_JOINTS, p.POSITION_CONTROL, targetPositions=[self.finger_target] * 2,
             forces=[FINGER_FORCE_N] * 2, physicsClientId=self.client,
         )
 
-    # -- sensing --------------------------------------------------------------------------------------------
-    def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
-        states = p.getJointStates(self.body, ARM_JOINTS, physicsClientId=self.client)
-        return np.array([s[0] for s in states]), np.array([s[1] for s in states])
+    def finger_readings(self) -> tuple[list[float], list[float]]:
+        """Positions and velocities of the robot file's finger joints (the observation builder's input)."""
+        states = p.getJointStates(self.body, FINGER_JOINTS, physicsClientId=self.client)
+        return [s[0] for s in states], [s[1] for s in states]
 
     def finger_state(self) -> tuple[float, float]:
         """(opening m, opening velocity m/s): the sum over both fingers."""
         states = p.getJointStates(self.body, FINGER_JOINTS, physicsClientId=self.client)
         return float(states[0][0] + states[1][0]), float(states[0][1] + states[1][1])
 
-    def tool_pose(self) -> np.ndarray:
-        """(7,) TCP position and quaternion xyzw in the robot base (= world) frame."""
-        s = p.getLinkState(self.body, TCP_LINK, computeForwardKinematics=True, physicsClientId=self.client)
-        return np.array([*s[4], *s[5]])
 
-    def tool_yaw(self) -> float:
-        """Yaw of the current tool orientation in the convention of :func:`tool_orientation`."""
-        return ws.yaw_from_quat(self.tool_pose()[3:])
+# -- UFactory xArm6 + xArm gripper ---------------------------------------------------------------------------
+XARM_TCP_LINK_NAME = "gato_tcp"  # added to a copy of the URDF at the robot file's tool_offset below its tool_link
+XARM_GRIPPER_JOINTS = ("drive_joint", "left_finger_joint", "left_inner_knuckle_joint", "right_outer_knuckle_joint",
+                       "right_finger_joint", "right_inner_knuckle_joint")  # all mimic drive_joint, multiplier 1
+XARM_GRIPPER_CLOSED = 0.85  # rad: drive_joint's upper limit (fingers together)
+XARM_GRIPPER_SPEED = 2.0  # rad/s: the URDF's velocity limit; about 0.43 s from open to closed, as the Panda's
+XARM_GRIPPER_FORCE = 2.0  # N m per gripper joint: about 40 N at the pads (5 cm levers), as the Panda's 40 N
+XARM_FINGER_FRICTION = 1.0
+# Elbow up, wrist pointing down over the basket: the configuration IK starts from at every reset.
+XARM_REST_POSE = (0.0, -0.6, -0.9, 0.0, 1.5, 0.0)
+
+
+@functools.cache
+def _urdf_with_tcp(urdf: str, tool_link: str, offset: tuple[float, float, float]) -> str:
+    """A copy of ``urdf`` (absolute mesh paths, temp folder) with a fixed link at ``offset`` in ``tool_link``'s frame:
+    PyBullet reports and solves IK for link frames, and the xArm's URDF has no link at its pinch point."""
+    src = Path(urdf)
+    text = src.read_text().replace("package://", f"{src.parent.as_posix()}/")
+    x, y, z = offset
+    tcp = (f'  <link name="{XARM_TCP_LINK_NAME}">\n    <inertial><mass value="1e-6"/>'
+           f'<inertia ixx="1e-9" ixy="0" ixz="0" iyy="1e-9" iyz="0" izz="1e-9"/></inertial>\n  </link>\n'
+           f'  <joint name="{XARM_TCP_LINK_NAME}_joint" type="fixed">\n'
+           f'    <parent link="{tool_link}"/>\n    <child link="{XARM_TCP_LINK_NAME}"/>\n'
+           f'    <origin rpy="0 0 0" xyz="{x!r} {y!r} {z!r}"/>\n  </joint>\n</robot>')
+    head, _, _ = text.rpartition("</robot>")
+    path = Path(tempfile.mkdtemp(prefix="gato_xarm_")) / src.name
+    path.write_text(head + tcp + "\n")
+    return str(path)
+
+
+class XArm6(VelocityArm):
+    """A 6-joint UFactory xArm6 with the xArm gripper (a revolute linkage, 8.3 cm opening): a different maker, joint
+    count and gripper from the Panda's. Joints, tool link and offset and the gripper's opening come from the robot
+    file (config/robots/xarm6.yaml); the linkage's closed loop is approximated by driving all six gripper joints,
+    which mimic ``drive_joint`` in the URDF, to the same angle."""
+
+    rest_pose = XARM_REST_POSE
+
+    def __init__(self, client: int, low_poly: bool = True, embodiment: Any = None):
+        if embodiment is None:
+            raise ValueError("XArm6 needs its robot file (config/robots/xarm6.yaml)")
+        from gato_robot.kinematics import resolve_urdf  # the URDF path rule FK uses (pybullet_data relative)
+
+        self.client, self.embodiment = client, embodiment
+        path = _urdf_with_tcp(str(resolve_urdf(embodiment.urdf)), embodiment.tool_link, tuple(embodiment.tool_offset))
+        flags = p.URDF_USE_SELF_COLLISION_EXCLUDE_ALL_PARENTS
+        self.body = p.loadURDF(path, embodiment.base_position, useFixedBase=True, flags=flags,
+                               physicsClientId=client)
+        index = {p.getJointInfo(self.body, j, physicsClientId=client)[1].decode(): j
+                 for j in range(p.getNumJoints(self.body, physicsClientId=client))}
+        links = {p.getJointInfo(self.body, j, physicsClientId=client)[12].decode(): j for j in index.values()}
+        missing = [n for n in (*embodiment.arm_joints, *XARM_GRIPPER_JOINTS) if n not in index]
+        if missing:
+            raise ValueError(f"{embodiment.urdf} has no joints {missing}")
+        self.arm_joints = tuple(index[n] for n in embodiment.arm_joints)
+        self.gripper_joints = tuple(index[n] for n in XARM_GRIPPER_JOINTS)
+        self.finger_joints = tuple(index[n] for n in embodiment.finger_joints)
+        self.finger_links = (links["left_finger"], links["right_finger"])
+        self.tcp_link = links[XARM_TCP_LINK_NAME]
+        info = [p.getJointInfo(self.body, j, physicsClientId=client) for j in self.arm_joints]
+        self.joint_low = tuple(i[8] for i in info)
+        self.joint_high = tuple(i[9] for i in info)
+        self.arm_forces = tuple(i[10] for i in info)  # the URDF's effort limits
+        for j in self.gripper_joints:
+            p.changeDynamics(self.body, j, lateralFriction=XARM_FINGER_FRICTION, physicsClientId=client)
+        self._init_targets()
+        self.gripper_target = 0.0
+
+    # -- gripper: six joints driven to one angle, bang-bang at XARM_GRIPPER_SPEED ---------------------------
+    def _reset_gripper(self) -> None:
+        for j in self.gripper_joints:
+            p.resetJointState(self.body, j, 0.0, physicsClientId=self.client)
+
+    def _open_target(self) -> None:
+        self.gripper_target = 0.0
+
+    def substep(self, dt: float) -> None:
+        goal = XARM_GRIPPER_CLOSED if self.gripper_closed else 0.0
+        delta = np.clip(goal - self.gripper_target, -XARM_GRIPPER_SPEED * dt, XARM_GRIPPER_SPEED * dt)
+        if delta:
+            self.gripper_target += float(delta)
+            self._command_fingers()
+
+    def _command_fingers(self) -> None:
+        n = len(self.gripper_joints)
+        p.setJointMotorControlArray(
+            self.body, self.gripper_joints, p.POSITION_CONTROL, targetPositions=[self.gripper_target] * n,
+            forces=[XARM_GRIPPER_FORCE] * n, physicsClientId=self.client,
+        )
+
+    def finger_readings(self) -> tuple[list[float], list[float]]:
+        states = p.getJointStates(self.body, self.finger_joints, physicsClientId=self.client)
+        return [s[0] for s in states], [s[1] for s in states]
+
+
+ARMS: dict[str, type[VelocityArm]] = {"panda": Panda, "xarm6": XArm6}
+
+
+def make_arm(client: int, embodiment: Any, low_poly: bool = True) -> VelocityArm:
+    """The simulated arm of a robot file (``embodiment.name``: one of :data:`ARMS`)."""
+    if embodiment.name not in ARMS:
+        raise ValueError(f"the simulator has no arm for robot {embodiment.name!r}; it builds {sorted(ARMS)}")
+    return ARMS[embodiment.name](client, low_poly=low_poly, embodiment=embodiment)

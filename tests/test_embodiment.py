@@ -102,10 +102,33 @@ def test_a_six_joint_arm_gets_its_own_shapes_and_bounds(tmp_path):
     ({"cameras": ["wrist"]}, "unknown cameras"),
     ({"finger_joints": ["j0"]}, "both arm and finger"),
     ({"colour": "red"}, "unknown fields"),
+    ({"gripper_opening": {"offset": 0.08, "scale": 0}}, "non-zero scale"),
+    ({"gripper_opening": {"offset": 0.08, "gain": 1}}, "gripper_opening"),
+    ({"tool_offset": [0, 0]}, "tool_offset"),
+    ({"base_position": [0, 0, "x"]}, "base_position"),
 ])
 def test_bad_robot_files_say_what_is_wrong(change, match):
     with pytest.raises(ValueError, match=match):
         embodiment_from_dict({**six_joint_arm(), **change})
+
+
+def test_a_linkage_grippers_opening_is_mapped_from_its_joint_and_back():
+    """gripper_opening: opening = offset + scale * sum(finger joints), its rate scale * sum(velocities); the sim node
+    publishes finger joint states that read back as the observed opening (finger_joint_states)."""
+    linkage = embodiment_from_dict({**six_joint_arm(), "gripper_opening": {"offset": 0.0889, "scale": -0.1032}})
+    assert linkage.opening([0.0], [0.0]) == (0.0889, -0.0)
+    opening, rate = linkage.opening([0.5], [2.0])
+    assert opening == pytest.approx(0.0889 - 0.0516) and rate == pytest.approx(-0.2064)
+    q, dq = linkage.finger_joint_states(opening, rate)
+    assert q == pytest.approx([0.5]) and dq == pytest.approx([2.0])
+    builder = linkage.observation_builder(["basket_front_left"])
+    raw = RawObservation({"basket_front_left": np.zeros((8, 8, 3), np.uint8)}, np.zeros(6), np.zeros(6),
+                         [0.6, 0, 0.2, 1, 0, 0, 0], [0.85], [0.0])
+    assert builder.build(raw)[specs.GRIPPER_KEY][0] == pytest.approx(0.0889 - 0.1032 * 0.85, abs=1e-7)
+    # prismatic fingers (the default) are the plain sum, bit for bit, both ways
+    panda = load_embodiment("panda")
+    assert panda.opening([0.01234, 0.01234], [0.1, 0.1]) == (0.02468, 0.2)
+    assert panda.finger_joint_states(0.02468, 0.2) == ([0.01234] * 2, [0.1] * 2)
 
 
 def test_bad_action_in_a_robot_file():

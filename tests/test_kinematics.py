@@ -70,6 +70,24 @@ def test_panda_fk_matches_the_simulated_panda(client):
     np.testing.assert_allclose(panda.tool_pose(), np.concatenate([xyz, xyzw]), atol=1e-6)
 
 
+def test_xarm6_fk_matches_the_simulated_xarm6(client):
+    """The simulator's second arm (sim/robot.py XArm6: the robot file's URDF with a link added at its tool_offset,
+    its base at base_position) against FK built from config/robots/xarm6.yaml alone, 1,000 configurations."""
+    embodiment = load_embodiment("xarm6")
+    arm = sim_robot.XArm6(client, embodiment=embodiment)
+    fk = for_embodiment(embodiment)
+    pos_mm, angle_deg, quat = compare(client, arm.body, fk, list(arm.arm_joints), arm.tcp_link,
+                                      arm.joint_low, arm.joint_high, CONFIGS, seed=1)
+    print(f"\nxArm6 {fk.tool_link} + {list(embodiment.tool_offset)}, base at {list(embodiment.base_position)}, "
+          f"{CONFIGS} configurations: max position error {pos_mm:.2e} mm, max orientation error {angle_deg:.2e} deg, "
+          f"max |quaternion difference| {quat:.1e}")
+    assert pos_mm < MAX_POSITION_MM and angle_deg < MAX_ANGLE_DEG
+    assert quat < 1e-5
+    arm.reset(np.array([0.6, 0.05, 0.2]), 0.3)  # a tool pose the simulator reached: FK of its joints is that pose
+    np.testing.assert_allclose(fk.tool_pose(arm.joint_state()[0]), arm.tool_pose(), atol=1e-6)
+    np.testing.assert_allclose(arm.tool_pose()[:3], [0.6, 0.05, 0.2], atol=2e-3)
+
+
 def _pybullet_robot(client, urdf, base_xyz=(0, 0, 0), base_xyzw=(0, 0, 0, 1)):
     body = p.loadURDF(str(Path(pybullet_data.getDataPath()) / urdf), base_xyz, base_xyzw, useFixedBase=True,
                       physicsClientId=client)

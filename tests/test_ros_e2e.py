@@ -1,6 +1,7 @@
 """End to end: `gato-stack --sim` (sim node + tokenizer + policy + controller, separate processes, real DDS) runs a
 simulated episode with a tiny exported policy; commands reach the arm, the arm moves, the episode status arrives;
-Ctrl-C/SIGTERM stops and reaps every node."""
+Ctrl-C/SIGTERM stops and reaps every node. The same with the second simulated arm (`--robot xarm6`), chosen by its
+robot file alone."""
 
 from __future__ import annotations
 
@@ -42,7 +43,15 @@ def tiny_policy(tmp_path_factory):
     return testing.export_tiny_policy(tmp_path_factory.getbasetemp() / "tiny_policy")
 
 
-def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_xarm6_policy(tmp_path_factory):
+    """A tiny random policy for the xArm6's spec (6 arm joints: another observation layout)."""
+    return testing.export_tiny_policy(tmp_path_factory.getbasetemp() / "tiny_xarm6_policy", robot="xarm6")
+
+
+@pytest.mark.parametrize("robot", ["panda", "xarm6"])
+def test_simulated_episode_through_the_launcher(robot, tmp_path, request, monkeypatch):
+    tiny_policy = request.getfixturevalue("tiny_policy" if robot == "panda" else "tiny_xarm6_policy")
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     domain = testing.domain_for(request.node.nodeid)
     params = testing.write_params(tmp_path / "stack.yaml", {
@@ -64,7 +73,8 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
     with open(log, "w") as err:
         launcher = subprocess.Popen(
             [sys.executable, "-m", "gato_robot.ros.launcher", "--sim", "--model", str(tiny_policy),
-             "--params-file", str(params)], stdout=subprocess.DEVNULL, stderr=err,
+             "--params-file", str(params), *(["--robot", robot] if robot != "panda" else [])],
+            stdout=subprocess.DEVNULL, stderr=err,
             env=testing.ros_env(domain), start_new_session=True)
     try:
         # start the episode once this probe has discovered every publisher, so it records the whole episode
@@ -115,8 +125,13 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
     grippers = np.array([m.data for _, m in probe.received(common.GRIPPER_TOPIC)])
     assert grippers.size and np.all(np.abs(grippers) <= 255)
 
-    # the arm moved
-    q = np.array([m.position[:7] for _, m in probe.received(common.JOINT_STATES_TOPIC)])
+    # the arm moved: the robot file's joints
+    from gato_robot.robots import load_embodiment
+
+    embodiment = load_embodiment(robot)
+    joints = [m for _, m in probe.received(common.JOINT_STATES_TOPIC)]
+    assert list(joints[-1].name) == [*embodiment.arm_joints, *embodiment.finger_joints]
+    q = np.array([m.position[:len(embodiment.arm_joints)] for m in joints])
     assert q.shape[0] >= 2 and np.max(np.abs(q[-1] - q[0])) > 1e-3
 
     # the policy kept its history across steps: replaying the observations it stepped on, in order, through
@@ -144,17 +159,19 @@ def test_simulated_episode_through_the_launcher(tiny_policy, tmp_path, request, 
     assert len(observations) == STEPS + 1 and not unanswered, \
         f"observations without an action at {unanswered}; {len(actions)} actions; log: {watchdog}"
     check_direct_episode(tiny_policy, [observations[k] for k in sorted(observations)],
-                         [np.frombuffer(a.data, np.int32) for a in actions], seed=last["seed"], triplet=last["triplet"])
+                         [np.frombuffer(a.data, np.int32) for a in actions], seed=last["seed"], triplet=last["triplet"],
+                         robot=robot)
 
 
-def check_direct_episode(model_dir, observations: list, actions: list[np.ndarray], seed: int, triplet: str) -> None:
+def check_direct_episode(model_dir, observations: list, actions: list[np.ndarray], seed: int, triplet: str,
+                         robot: str = "panda") -> None:
     from gato_robot.ros.stack import controller_filter
     from gato_robot.runtime.onnx_policy import OnnxPolicy
     from gato_robot.sim.benchmark import _env_for
 
     policy = OnnxPolicy(model_dir, providers="cpu", intra_op_threads=1, temperature=1.0, seed=seed)
     filt = controller_filter(*policy.spec.action_bounds())  # the controller's, from config/stack.yaml
-    env = _env_for(policy, f"onnx:{model_dir}", triplet, True)
+    env = _env_for(policy, f"onnx:{model_dir}", triplet, True, robot)
     try:
         obs, _ = env.reset(seed=seed)
         state = policy.initial_state()

@@ -39,8 +39,8 @@ LINEAR = ("linear_x", "linear_y", "linear_z")
 ANGULAR = ("angular_x", "angular_y", "angular_z")
 GRIPPER = "gripper"
 COMMAND_PARTS = (*LINEAR, *ANGULAR, GRIPPER)
-_FIELDS = ("name", "description", "urdf", "base_link", "tool_link", "arm_joints", "finger_joints", "cameras",
-           "control_hz", "action", "differences_from_deepmind")
+_FIELDS = ("name", "description", "urdf", "base_link", "base_position", "tool_link", "tool_offset", "arm_joints", "finger_joints",
+           "gripper_opening", "cameras", "control_hz", "action", "differences_from_deepmind")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +75,7 @@ class RawObservation:
 
     ``images`` by camera name; arm joints in the embodiment's ``arm_joints`` order; ``tool_pose`` x, y, z and the
     quaternion x, y, z, w in the base frame; finger joints in ``finger_joints`` order (their sum is the opening).
+    (``Embodiment.gripper_opening`` maps them to the opening in m).
     ``grasp``: a gripper's own object report (the simulator's contact test); None: inferred from the fingers.
     """
 
@@ -100,6 +101,14 @@ class Embodiment:
     cameras: tuple[str, ...]
     action: tuple[ActionElement, ...]
     control_hz: float = 20.0
+    # where ``base_link`` stands in the cell (m; not rotated): the tool pose and the tool velocities are in the cell
+    # frame, the base frame moved by this much, so every arm shares the cell's workspace box
+    base_position: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # the tool centre point in ``tool_link``'s frame (m): for a URDF whose last link is not the pinch point
+    tool_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # opening (m) = offset + scale * sum(finger joint positions); rate = scale * sum(velocities). Prismatic
+    # fingers: (0, 1); a revolute linkage (xArm, Robotiq): its opening when open and metres per radian, < 0
+    gripper_opening: tuple[float, float] = (0.0, 1.0)
     description: str = ""
     differences_from_deepmind: tuple[str, ...] = ()
     source: str = ""  # the file it was read from
@@ -131,6 +140,14 @@ class Embodiment:
                              f"'{GRIPPER}'; got {parts}")
         if not self.control_hz > 0:
             raise ValueError(f"{where}: control_hz must be positive")
+        for field in ("base_position", "tool_offset"):
+            value = getattr(self, field)
+            if len(value) != 3 or not all(math.isfinite(v) for v in value):
+                raise ValueError(f"{where}: {field} must be 3 finite numbers (m), got {list(value)}")
+        offset, scale = self.gripper_opening
+        if not (math.isfinite(offset) and math.isfinite(scale) and scale != 0):
+            raise ValueError(f"{where}: gripper_opening needs a finite offset and a non-zero scale, "
+                             f"got {list(self.gripper_opening)}")
 
     # -- spec ----------------------------------------------------------------------------------------------
     @property
@@ -158,6 +175,24 @@ class Embodiment:
                             dtype: type = np.float32) -> ObservationBuilder:
         """A fresh builder for these cameras (default: all of the robot's), with its own step-to-step state."""
         return ObservationBuilder(self, self.cameras if cameras is None else cameras, dtype)
+
+    # -- gripper -------------------------------------------------------------------------------------------
+    def opening(self, finger_positions: Sequence[float] | np.ndarray,
+                finger_velocities: Sequence[float] | np.ndarray) -> tuple[float, float]:
+        """(opening m, its rate m/s) from the finger joints (``gripper_opening``)."""
+        offset, scale = self.gripper_opening
+        q, dq = float(np.sum(np.asarray(finger_positions, np.float64))), float(np.sum(np.asarray(finger_velocities,
+                                                                                                   np.float64)))
+        if (offset, scale) == (0.0, 1.0):  # prismatic fingers: the sum itself, bit for bit
+            return q, dq
+        return offset + scale * q, scale * dq
+
+    def finger_joint_states(self, opening: float, rate: float) -> tuple[list[float], list[float]]:
+        """Finger joint positions and velocities that read as this opening and rate (each finger its share):
+        what a simulated robot publishes on /joint_states."""
+        offset, scale = self.gripper_opening
+        n = len(self.finger_joints)
+        return [(opening - offset) / scale / n] * n, [rate / scale / n] * n
 
     # -- actions -------------------------------------------------------------------------------------------
     @functools.cached_property
@@ -241,7 +276,7 @@ class ObservationBuilder:
         if any(f.shape != (len(e.finger_joints),) for f in fingers):
             raise ValueError(f"robot {e.name!r} has {len(e.finger_joints)} finger joints {list(e.finger_joints)}, "
                              f"got positions {fingers[0].shape} and velocities {fingers[1].shape}")
-        opening, speed = (float(dt(float(np.sum(f)))) for f in fingers)  # as observed, in the output dtype
+        opening, speed = (float(dt(v)) for v in e.opening(*fingers))  # as observed, in the output dtype
         if raw.grasp is None:  # once per observation: the detector steps with the control loop
             closing = bool(self.previous_action[e.gripper_index] > 0)
             grasp = self.grasp.update(opening, speed, closing=closing)
@@ -274,7 +309,32 @@ def embodiment_from_dict(data: Mapping[str, Any], source: str = "") -> Embodimen
         tool_link=str(data["tool_link"]), arm_joints=tuple(data["arm_joints"]),
         finger_joints=tuple(data["finger_joints"]), cameras=tuple(data["cameras"]), action=action,
         control_hz=float(data.get("control_hz", 20.0)), description=str(data.get("description", "")),
+        base_position=_numbers(data.get("base_position", (0.0, 0.0, 0.0)), 3, "base_position", where),
+        tool_offset=_numbers(data.get("tool_offset", (0.0, 0.0, 0.0)), 3, "tool_offset", where),
+        gripper_opening=_gripper_opening(data.get("gripper_opening"), where),
         differences_from_deepmind=tuple(str(d) if not isinstance(d, Mapping) else
                                         "; ".join(f"{k}: {v}" for k, v in d.items())
                                         for d in data.get("differences_from_deepmind", ())),
         source=source)
+
+
+def _numbers(value: Any, n: int, field: str, where: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: '{field}' must be {n} numbers, got {value!r}") from e
+    if len(out) != n:
+        raise ValueError(f"{where}: '{field}' must be {n} numbers, got {value!r}")
+    return out
+
+
+def _gripper_opening(value: Any, where: str) -> tuple[float, float]:
+    if value is None:
+        return (0.0, 1.0)
+    if not isinstance(value, Mapping) or set(value) - {"offset", "scale"}:
+        raise ValueError(f"{where}: 'gripper_opening' is a mapping with 'offset' (m) and 'scale' (m per joint "
+                         f"unit), got {value!r}")
+    try:
+        return (float(value.get("offset", 0.0)), float(value.get("scale", 1.0)))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: 'gripper_opening' offset and scale must be numbers, got {value!r}") from e

@@ -64,7 +64,12 @@ class ControllerNode(Node):
         twist_topic = d("twist_topic", common.TWIST_TOPIC, "TwistStamped arm command topic")
         forward_topic = d("forward_topic", common.FORWARD_TOPIC, "Float64MultiArray arm command topic")
         gripper_topic = d("gripper_topic", common.GRIPPER_TOPIC, "std_msgs/Float64 gripper command topic")
-        self.frame = d("command_frame", "panda_link0", "frame_id of twist commands (robot base)")
+        robot = d("robot", "panda", "robot name (config/robots/<name>.yaml) or robot file path: its base link")
+        self.frame = d("command_frame", "", "frame_id of twist commands (empty: the robot file's base link)")
+        if not self.frame:
+            from gato_robot.robots import load_embodiment
+
+            self.frame = load_embodiment(robot).base_link
         control_hz = float(d("control_hz", 20.0, "watchdog / hold heartbeat rate (Hz)"))
         lim = CONTROLLER_LIMITS  # the defaults
         limit_params = {

@@ -43,6 +43,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--sim", action="store_true", help=LAUNCH_ARGUMENTS["sim"][1])
     ap.add_argument("--params-file", default="", help=LAUNCH_ARGUMENTS["params_file"][1])
     ap.add_argument("--model", default="", help=LAUNCH_ARGUMENTS["model"][1])
+    ap.add_argument("--robot", default="", help=LAUNCH_ARGUMENTS["robot"][1])
     ap.add_argument("--camera-topics", default="", help=LAUNCH_ARGUMENTS["camera_topics"][1])
     ap.add_argument("--command-interface", default="", choices=("", *COMMAND_INTERFACES),
                     help=LAUNCH_ARGUMENTS["command_interface"][1])
@@ -117,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = node_plan(sim=args.sim, params_file=args.params_file, model=args.model,
                          camera_topics=args.camera_topics, command_interface=args.command_interface,
-                         record=args.record, temperature=args.temperature, trusted_key=args.trusted_key)
+                         record=args.record, temperature=args.temperature, trusted_key=args.trusted_key,
+                         robot=args.robot)
     except ValueError as e:
         _log(f"error: {e}")
         return 2

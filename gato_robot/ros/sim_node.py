@@ -85,11 +85,8 @@ class SimNode(Node):
 
         from gato_robot.sim.env import RgbStackingEnv  # lazily: pybullet loads only in this node
 
-        self.env = RgbStackingEnv(triplet=self.triplet, cameras=cameras, image_size=image_size)
-        self.embodiment = load_embodiment(robot)
-        if self.embodiment.name != self.env.embodiment.name:
-            raise ValueError(f"the simulator builds the robot {self.env.embodiment.name!r} only, not "
-                             f"{self.embodiment.name!r}")
+        self.embodiment = load_embodiment(robot)  # a bad robot file fails here, before pybullet starts
+        self.env = RgbStackingEnv(triplet=self.triplet, cameras=cameras, image_size=image_size, robot=robot)
         self.camera_keys = [f"{specs.CAMERA_PREFIX}{c}" for c in cameras]
         self.dt = 1.0 / self.control_hz
         self.t = SIM_START
@@ -275,11 +272,12 @@ class SimNode(Node):
             self.status_pub.publish(status)
         js = JointState()
         js.header.stamp = stamp
-        fingers = len(self.embodiment.finger_joints)  # each finger carries its share of the opening
         js.name = [*self.embodiment.arm_joints, *self.embodiment.finger_joints]
         opening, opening_velocity, _ = (float(v) for v in obs[specs.GRIPPER_KEY])
-        js.position = [*map(float, obs[specs.JOINT_ANGLES_KEY]), *[opening / fingers] * fingers]
-        js.velocity = [*map(float, obs[specs.JOINT_VELOCITIES_KEY]), *[opening_velocity / fingers] * fingers]
+        # the finger joints that read as the observed opening (the robot file's gripper_opening; each its share)
+        finger_q, finger_dq = self.embodiment.finger_joint_states(opening, opening_velocity)
+        js.position = [*map(float, obs[specs.JOINT_ANGLES_KEY]), *finger_q]
+        js.velocity = [*map(float, obs[specs.JOINT_VELOCITIES_KEY]), *finger_dq]
         self.joint_pub.publish(js)
         pose = PoseStamped()
         pose.header.stamp, pose.header.frame_id = stamp, self.frame

@@ -59,6 +59,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "sim": ("false", "true: also run the PyBullet RGB-stacking simulator as the robot (sim time, lockstep)"),
     "params_file": ("", f"parameter file (default: the package's config/{PARAMS_BASENAME})"),
     "model": ("", "exported ONNX policy directory (model.onnx + manifest.json) for the policy node"),
+    "robot": ("", "the arm: a robot file's name (config/robots: panda, xarm6) or path, for the tokenizer, the "
+                  "controller and the sim; empty: the parameter file's (panda)"),
     "camera_topics": ("", "comma-separated sensor_msgs/Image topics, one per spec camera, in spec order"),
     "command_interface": ("", f"arm command interface: one of {COMMAND_INTERFACES}"),
     "temperature": ("", "the policy's action sampling temperature: 0 greedy, > 0 sampled; empty: the parameter "
@@ -139,7 +141,7 @@ def model_spec_parameters(model_dir: str | Path) -> dict[str, Any] | None:
 
 def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", camera_topics: str | Sequence[str] = "",
               command_interface: str = "", record: str = "", temperature: str | float = "",
-              trusted_key: str = "") -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
+              trusted_key: str = "", robot: str = "") -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
     """(node, parameter file, parameter overrides) for each node to start, in start order."""
     sim = parse_bool(sim)
     params = Path(params_file) if params_file else default_params_file()
@@ -175,6 +177,8 @@ def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", c
             overrides.update(cameras=from_model["cameras"], image_size=from_model["image_size"])
         if from_model and from_model["omit_observations"] and node.name == "gato_tokenizer":
             overrides["omit_observations"] = from_model["omit_observations"]
+        if robot and node.name in ("gato_tokenizer", "gato_controller", "gato_sim"):
+            overrides["robot"] = robot
         if cameras and node.name in ("gato_tokenizer", "gato_sim"):
             overrides["camera_topics"] = cameras
         if command_interface and node.name in ("gato_tokenizer", "gato_controller", "gato_sim"):

@@ -255,11 +255,12 @@ def stop_launcher(proc: subprocess.Popen, timeout: float = 40.0) -> int:
 
 
 # -- a tiny exported policy ---------------------------------------------------------------------------------
-def export_tiny_policy(root: Path, context: int = 512, seed: int = 0) -> Path:
-    """A random-weight ``tiny`` Gato for the RGB-stacking spec, exported to ONNX (reused when already there)."""
+def export_tiny_policy(root: Path, context: int = 512, seed: int = 0, robot: str = "panda") -> Path:
+    """A random-weight ``tiny`` Gato for the RGB-stacking spec of ``robot``, exported to ONNX (reused when already
+    there)."""
     from gato_robot.model.export import export_random_policy  # lazily: only the export needs torch
 
-    return export_random_policy(root, context=context, seed=seed)
+    return export_random_policy(root, context=context, seed=seed, robot=robot)
 
 
 # -- whole stacks under a launcher, for the stop and kill scenarios (13-16) -----------------------------------
