@@ -28,6 +28,9 @@ def test_the_checkout_ships_the_default_model_intact():
     assert load_policy(model, providers="cpu", warmup=False).markov  # every field and the graph check out
     assert manifest["model"]["markov"] is True  # the shipped policy is memoryless; the policies restart per step
     assert (model / "model.onnx").stat().st_size < 40 * 2**20  # keep the repository lean
+    # its source of truth ships beside the graph, hashed: fine-tuning starts from it (tests/test_export_weights.py)
+    assert {"model.safetensors", "config.json"} <= set(manifest["files"])
+    assert sum(p.stat().st_size for p in model.iterdir()) < 64 * 2**20  # graph + fp32 weights: about 42 MB
     card = (model / "README.md").read_text()
     assert "python training/train.py" in card and "sim.benchmark" in card  # the card says how to reproduce it
 
