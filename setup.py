@@ -74,7 +74,6 @@ setup(
             "gato-demo = gato_robot.cli.demo:main",
             "gato-token-layout = gato_robot.cli.demo:layout_main",
             "gato-export-onnx = gato_robot.model.export:main",
-            "gato-import-onnx = gato_robot.model.from_onnx:main",
             "gato-sign-model = gato_robot.runtime.trust:main",
             "gato-train = gato_robot.training.train:main",
             "gato-stack = gato_robot.ros.launcher:main",

@@ -19,7 +19,7 @@ pytest.importorskip("onnxscript")
 from gato_robot.core.manifest import verify_manifest  # noqa: E402
 from gato_robot.core.specs import rgb_stacking_spec  # noqa: E402
 from gato_robot.core.tokenizer import Tokenizer  # noqa: E402
-from gato_robot.model.checkpoint import save_checkpoint  # noqa: E402
+from gato_robot.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from gato_robot.model.config import preset  # noqa: E402
 from gato_robot.model.embedding import GatoInputs  # noqa: E402
 from gato_robot.model.export_fused import FUSED_OP, FusedStep, export_onnx_fast  # noqa: E402
@@ -169,5 +169,7 @@ def test_a_16bit_export_with_external_data_loads_and_passes_parity(tmp_path, mon
     out = export_onnx_fast(tmp_path / "ckpt", tmp_path / "out", attention="fused", dtype="fp16", parity_episodes=1,
                            parity_steps=3, parity_providers="cpu")
     manifest = verify_manifest(out)
-    assert sorted(manifest["files"]) == ["model.onnx", "model.onnx.data"]
+    assert sorted(manifest["files"]) == ["config.json", "model.onnx", "model.onnx.data", "model.safetensors"]
+    weights = load_checkpoint(out)[0].state_dict().values()  # the weights beside the graph: as saved, not fp16
+    assert all(w.dtype == torch.float32 for w in weights if w.is_floating_point())
     assert manifest["parity"]["token_agreement"] >= 0.98

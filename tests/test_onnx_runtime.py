@@ -55,7 +55,7 @@ def test_parity_200_steps_greedy(exported):
 def test_manifest_records_what_was_checked(exported):
     _, root = exported
     manifest = verify_manifest(root / "policy")
-    assert set(manifest["files"]) == {"model.onnx"}
+    assert set(manifest["files"]) == {"model.onnx", "model.safetensors", "config.json"}  # graph + its weights
     assert manifest["opset"] == 18 and manifest["onnx_version"] and manifest["onnxruntime_version"]
     assert manifest["parity"]["token_agreement"] == 1.0
     cache = manifest["cache"]

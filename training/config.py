@@ -50,7 +50,7 @@ class ModelSection:
     preset: str = "tiny"
     context: int | None = None  # tokens per training sequence; None: the preset's (1024)
     dropout: float | None = None  # None: the preset's (0.0); the paper fine-tunes with 0.1
-    init_from: str | None = None  # a checkpoint directory (model.safetensors + config.json) or an ONNX policy directory
+    init_from: str | None = None  # a checkpoint directory (model.safetensors + config.json) or an exported policy folder
     freeze: tuple[str, ...] = ()  # glob patterns over parameter names, e.g. "embed.*", "blocks.[0-3].*"
     aux_outputs: int | None = None  # training-only auxiliary head (data.aux_extras); None: the base model's
     markov: bool | None = None  # one timestep per window, no history at inference (GatoConfig.markov); None: the

@@ -33,8 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-data", action="append", help="held-out episodes (repeatable): sets data.eval")
     p.add_argument("--out", help="run folder (checkpoints, logs, config): sets run.out_dir")
     p.add_argument("--steps", type=int, help="sets run.steps")
-    p.add_argument("--init-from", help="fine-tune from this model checkpoint folder, or an exported ONNX policy folder such as\n"
-                                          "models/rgb_stacking_mini (imported first): sets model.init_from")
+    p.add_argument("--init-from", help="fine-tune from this model checkpoint folder, or an exported policy folder such as\n"
+                                          "models/rgb_stacking_mini (its PyTorch weights, sha256-checked): sets model.init_from")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. --set optim.lr=3e-4 --set data.workers=8")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",

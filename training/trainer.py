@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from gato_robot.core.tokenizer import Tokenizer
-from gato_robot.model.checkpoint import read_checkpoint_config, save_checkpoint
+from gato_robot.model.checkpoint import read_checkpoint_config, save_checkpoint, weights_dir
 from gato_robot.model.config import GatoConfig
 from gato_robot.model.config import preset as model_preset
 from gato_robot.model.embedding import GatoInputs
@@ -113,22 +113,14 @@ class Trainer:
 
     # -- construction ---------------------------------------------------------------------------------------
     def _resolve_init_from(self) -> str | None:
-        """The checkpoint to fine-tune from. An exported ONNX policy directory (a shipped model such as
-        models/rgb_stacking_mini) is first imported into ``OUT/init_from_onnx`` (``gato_robot.model.from_onnx``:
-        weights recovered from the graph and checked against it); the config keeps the path given."""
+        """The checkpoint to fine-tune from: a checkpoint folder, or an exported policy folder (a shipped model such
+        as models/rgb_stacking_mini), whose PyTorch weights are read directly once its manifest's sha256 of them
+        check out (``gato_robot.model.checkpoint.weights_dir``; an export without weights is refused, naming the
+        way out). Every rank checks it; nothing is written."""
         src = self.cfg.model.init_from
         if not src:
             return None
-        from gato_robot.model.from_onnx import import_onnx, is_onnx_policy_dir
-
-        if not is_onnx_policy_dir(src):
-            return src
-        dst = self.out_dir / "init_from_onnx"
-        if self.dist.is_main and not (dst / "config.json").is_file():
-            log.info("importing the ONNX policy %s as a checkpoint in %s", src, dst)
-            import_onnx(src, dst)
-        self.dist.barrier()
-        return str(dst)
+        return str(weights_dir(src))
 
     def _setup_determinism(self) -> None:
         r = self.cfg.run

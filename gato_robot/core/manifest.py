@@ -15,6 +15,11 @@ hashes. :func:`check_fields` checks every field's type, range and consistency (a
 read back from the graph: an edited spec, action bound, tokenizer block or ``markov`` is refused, naming the
 field. Only ``parity`` (a record of the export's check, written after the graph) is unbound: the runtime never
 reads it. Who made a model (origin) is a signature's job: ``gato_robot.runtime.trust``. stdlib and core only.
+
+Beside the graph an export holds its source of truth, the PyTorch weights as a checkpoint
+(:data:`WEIGHTS_FILES`: ``model.safetensors`` + ``config.json``, ``gato_robot.model.checkpoint``'s format), listed
+in ``files`` like the graph, so a changed weight is refused before fine-tuning starts from it (``--init-from``).
+The ONNX runtime never reads them; folders exported before they were part of an export load as before.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ FORMAT_VERSION = 2  # 2: the fields are bound into model.onnx's metadata (BINDIN
 READABLE_VERSIONS = (1, 2)  # verify_manifest reads both; the runtime needs 2 (gato_robot.runtime.trust)
 BINDING_KEY = "gato_robot.manifest_fields"  # model.onnx metadata_props: the manifest's bound fields as JSON
 UNBOUND = ("files", "format", "format_version", "parity")  # written after the graph, or about the files
+WEIGHTS_FILES = ("model.safetensors", "config.json")  # the PyTorch checkpoint beside the graph (model.checkpoint)
 _CHUNK = 1 << 20
 
 
@@ -60,6 +66,12 @@ def write_manifest(directory: str | os.PathLike, files: Iterable[str], **fields:
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, directory / MANIFEST)
     return directory / MANIFEST
+
+
+def lists_weights(manifest: dict[str, Any]) -> bool:
+    """True when the manifest's ``files`` list the PyTorch weights and their config (:data:`WEIGHTS_FILES`)."""
+    files = manifest.get("files")
+    return isinstance(files, dict) and all(n in files for n in WEIGHTS_FILES)
 
 
 def verify_manifest(directory: str | os.PathLike) -> dict[str, Any]:
@@ -238,6 +250,13 @@ def check_fields(manifest: dict[str, Any], where: str | os.PathLike = MANIFEST) 
             raise ModelIntegrityError(f"{where}: manifest field 'cache.{name}' is {cache[name]}, the model and spec "
                                       f"make it {value}")
 
+    files = manifest.get("files")
+    listed = [n for n in WEIGHTS_FILES if isinstance(files, dict) and n in files]
+    if len(listed) == 1:  # the weights and their config are one checkpoint: both or neither
+        missing = next(n for n in WEIGHTS_FILES if n not in listed)
+        raise ModelIntegrityError(f"{where}: manifest field 'files' lists {listed[0]} without {missing} (the PyTorch "
+                                  "weights and their config go together); re-export the model")
+
     parity = manifest.get("parity")
     if "parity" in manifest:  # a record of the export's check; the runtime never reads it (not bound)
         if not isinstance(parity, dict):
@@ -257,19 +276,19 @@ def binding_json(fields: dict[str, Any]) -> str:
     return json.dumps(bound_fields(fields), sort_keys=True, separators=(",", ":"))
 
 
-def _difference(a: Any, b: Any, path: str) -> str | None:
+def first_difference(a: Any, b: Any, path: str = "") -> str | None:
     """The first path at which ``a`` and ``b`` differ ('spec.actions[0].high'), or None when they are equal."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             if k not in a or k not in b:
                 return f"{path}.{k}".lstrip(".")
-            d = _difference(a[k], b[k], f"{path}.{k}")
+            d = first_difference(a[k], b[k], f"{path}.{k}")
             if d is not None:
                 return d
         return None
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for i, (x, y) in enumerate(zip(a, b)):
-            d = _difference(x, y, f"{path}[{i}]")
+            d = first_difference(x, y, f"{path}[{i}]")
             if d is not None:
                 return d
         return None
@@ -292,7 +311,7 @@ def check_binding(manifest: dict[str, Any], bound: str | None, where: str | os.P
         raise ModelIntegrityError(f"{where}: the graph's copy of the manifest fields is not JSON ({e})") from e
     if not isinstance(graph_fields, dict):
         raise ModelIntegrityError(f"{where}: the graph's copy of the manifest fields is not a JSON object")
-    diff = _difference(bound_fields(manifest), graph_fields, "")
+    diff = first_difference(bound_fields(manifest), graph_fields, "")
     if diff is not None:
         raise ModelIntegrityError(
             f"{where}: manifest field {diff!r} differs from the copy bound into the graph at export (the manifest "

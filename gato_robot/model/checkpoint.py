@@ -8,6 +8,10 @@
 
 Nothing is ever unpickled: safetensors holds only named arrays and the rest is JSON. Loading refuses missing,
 unexpected or mis-shaped weights with the names in the error, never loads partially.
+
+An exported policy folder (``gato-export-onnx``) holds these two files beside ``model.onnx``, listed with their
+sha256 in its manifest, so it is a checkpoint too: :func:`weights_dir` checks them against the manifest before a
+fine-tuning run (``--init-from``) loads them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from gato_robot.core import manifest as policy_manifest
 from gato_robot.core.specs import RobotSpec
 from gato_robot.model.config import GatoConfig
 from gato_robot.model.gato import Gato
@@ -107,3 +112,46 @@ def load_checkpoint(directory: str | os.PathLike, device: torch.device | str = "
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval(), spec
+
+
+def is_export_dir(directory: str | os.PathLike) -> bool:
+    """True for an exported policy folder: a ``manifest.json`` of the ONNX policy format (``gato-export-onnx``)."""
+    path = Path(directory) / policy_manifest.MANIFEST
+    try:  # a training checkpoint's MANIFEST.json is another format (the same name on a case-blind file system)
+        return path.is_file() and json.loads(path.read_text()).get("format") == policy_manifest.FORMAT
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+def weights_dir(directory: str | os.PathLike) -> Path:
+    """The checkpoint directory to load weights from (fine-tuning): ``directory`` itself. A checkpoint folder is
+    returned as it is; an exported policy folder must list the PyTorch weights and their config in its manifest
+    (exports since issue 29 part 5 do), every listed file's sha256 is verified, and the config must describe the
+    graph's model and spec. Raises CheckpointError naming what is wrong: a folder without weights is told to
+    re-export from its checkpoint (the graph alone is not a training state)."""
+    directory = Path(directory)
+    if not is_export_dir(directory):
+        return directory
+    try:
+        manifest = policy_manifest.verify_manifest(directory)
+    except policy_manifest.ModelIntegrityError as e:
+        raise CheckpointError(f"{e} (refusing to fine-tune from {directory})") from e
+    if not policy_manifest.lists_weights(manifest):
+        source = manifest.get("source_checkpoint")
+        raise CheckpointError(
+            f"{directory}: an exported policy without its PyTorch weights (its manifest lists no "
+            f"{' + '.join(policy_manifest.WEIGHTS_FILES)}; exported before they were part of an export), so there "
+            "is nothing to fine-tune from: re-export it from the checkpoint it was made from with `gato-export-onnx "
+            f"CHECKPOINT {directory}`" + (f" (its manifest names {source})" if source else "")
+            + ", or pass that checkpoint folder to --init-from")
+    config = read_checkpoint_config(directory)
+    ignore = {"aux_outputs"}  # the training-only head is not part of the graph
+    for field in ("model", "spec"):
+        mine = {k: v for k, v in config[field].items() if field != "model" or k not in ignore}
+        theirs = manifest.get(field)
+        theirs = {k: v for k, v in theirs.items() if field != "model" or k not in ignore} if isinstance(theirs, dict) else theirs
+        diff = policy_manifest.first_difference(mine, theirs, field)
+        if diff is not None:
+            raise CheckpointError(f"{directory}: the weights' {CONFIG_FILE} differs from the manifest at {diff!r}: "
+                                  "they are not the graph's weights; re-export the model")
+    return directory

@@ -27,6 +27,11 @@ dynamic in [1, max_append], max_append = the spec's largest timestep + 1 (a cont
 Verified at export: every initializer and constant finite; ONNX Runtime (CPU) against ``TorchPolicy`` over
 generated observations (greedy action tokens identical, logits within 1e-4 of the logit scale); then the
 manifest records the sha256 of every file, the opset and the onnx / onnxruntime / torch versions checked.
+
+Beside the graph the folder keeps its source of truth: the PyTorch weights as the checkpoint was saved
+(``model.safetensors`` + ``config.json``, ``gato_robot.model.checkpoint``'s format, so ``load_checkpoint`` reads the
+folder), listed and hashed by the manifest like the graph. Fine-tuning starts from them
+(``training/train.py --init-from OUT``); the ONNX runtime never reads them.
 """
 
 from __future__ import annotations
@@ -224,7 +229,8 @@ def export_onnx(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
-        files = export_graph(model, spec, staging / ONNX_FILE, logits_range, opset)
+        files = weights_files(staging, model, spec, settings, checkpoint_dir)  # before export_graph casts to fp32
+        files += export_graph(model, spec, staging / ONNX_FILE, logits_range, opset)
         files += recommendation_files(staging, temperature)
         n_checked = check_finite_initializers(staging / ONNX_FILE)
         c = model.config
@@ -250,6 +256,21 @@ def export_onnx(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, *
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def weights_files(directory: Path, model: Gato, spec: RobotSpec, settings: dict[str, Any],
+                  checkpoint_dir: Path | None = None) -> list[str]:
+    """Write the PyTorch weights and their config (a checkpoint: ``model.safetensors`` + ``config.json``, with the
+    source checkpoint's metadata) into an export folder: the files to hash. Call it before the graph export, which
+    casts the model to fp32: the weights are stored as the checkpoint holds them."""
+    from gato_robot.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config, save_checkpoint
+
+    metadata = {}
+    if checkpoint_dir is not None and (checkpoint_dir / CONFIG_FILE).is_file():
+        metadata = read_checkpoint_config(checkpoint_dir).get("metadata") or {}
+    save_checkpoint(directory, model, spec, settings, metadata=metadata)
+    shutil.copymode(directory / CONFIG_FILE, directory / WEIGHTS_FILE)  # safetensors writes 0600: readable like the rest
+    return [WEIGHTS_FILE, CONFIG_FILE]
 
 
 def recommendation_files(directory: Path, temperature: float | None) -> list[str]:
@@ -285,7 +306,8 @@ def export_random_policy(root: str | os.PathLike, *, context: int | None = None,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gato-export-onnx", description="Export a gato_robot checkpoint to ONNX.")
     ap.add_argument("checkpoint", help="checkpoint directory (model.safetensors + config.json)")
-    ap.add_argument("out", help="output directory for model.onnx and manifest.json")
+    ap.add_argument("out", help="output directory for model.onnx, the PyTorch weights (model.safetensors + config.json) "
+                                "and manifest.json")
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     ap.add_argument("--parity-steps", type=int, default=None,
                     help="control steps compared with PyTorch (0: skip; default 25, and 400 = one whole RGB-stacking "

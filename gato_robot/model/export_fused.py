@@ -64,6 +64,7 @@ from gato_robot.model.export import (
     parity,
     recommendation_files,
     save_program,
+    weights_files,
 )
 from gato_robot.model.gato import Gato
 from gato_robot.model.kv_cache import capacity_for
@@ -442,7 +443,8 @@ def export_onnx_fast(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLi
     from gato_robot.model.checkpoint import load_checkpoint, read_checkpoint_config
 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
-    if model is None or spec is None:
+    from_memory = model is not None and spec is not None
+    if not from_memory:
         model, spec = load_checkpoint(checkpoint_dir, device="cpu")
         settings = read_checkpoint_config(checkpoint_dir).get("tokenizer") or {}
     else:  # a model in memory (benchmarks): the spec's default tokenizer, nothing read from checkpoint_dir
@@ -454,8 +456,9 @@ def export_onnx_fast(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLi
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
-        files = export_graph_fast(model, spec, staging / ONNX_FILE, logits_range, attention=attention, dtype=dtype,
-                                  opset=opset)
+        files = weights_files(staging, model, spec, settings, None if from_memory else checkpoint_dir)
+        files += export_graph_fast(model, spec, staging / ONNX_FILE, logits_range, attention=attention, dtype=dtype,
+                                   opset=opset)
         files += recommendation_files(staging, temperature)  # sampling.json: the recommended sampling
         fields: dict[str, Any] = {
             "opset": opset, "onnx_version": onnx.__version__, "onnxruntime_version": onnxruntime.__version__,
