@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from gato_robot.core import specs
 from gato_robot.sim import success
 from gato_robot.sim.objects import expand_triplets
 from gato_robot.sim.policies import action_array, make_policy
@@ -60,7 +61,7 @@ def trace_episode(env: Any, policy: Any, seed: int, temperature: float) -> dict[
         poses = info["object_poses"]
         red, blue = np.asarray(poses[0][:3]), np.asarray(poses[2][:3])
         c = env.red_contacts()
-        rows.append((float(np.linalg.norm(obs["proprio/tool_pose"][:3] - red)), float(red[2] - red_z0),
+        rows.append((float(np.linalg.norm(obs[specs.TOOL_POSE_KEY][:3] - red)), float(red[2] - red_z0),
                      float(np.linalg.norm(red[:2] - blue[:2])), float(red[2] - blue[2]), c.blue, c.robot, c.basket,
                      bool(info["stacked"])))
     tool_red, lift, xy, dz, on_blue, robot, basket, stacked = (np.array(col) for col in zip(*rows))

@@ -16,6 +16,7 @@ import json
 
 import numpy as np
 
+from gato_robot.core import specs
 from gato_robot.core.tokenizer import encode_mu_law
 from gato_robot.kinematics import for_embodiment
 from gato_robot.sim.env import RgbStackingEnv
@@ -32,8 +33,8 @@ def measure(episodes: int, steps: int, seed: int = 0) -> dict:
         obs, _ = env.reset(seed=seed + episode)
         state = expert.initial_state()
         for _ in range(steps):
-            sim = obs["proprio/tool_pose"].astype(np.float64)  # what the sim node publishes
-            computed = fk.tool_pose(obs["proprio/joint_angles"].astype(np.float64))  # what fk mode tokenizes
+            sim = obs[specs.TOOL_POSE_KEY].astype(np.float64)  # what the sim node publishes
+            computed = fk.tool_pose(obs[specs.JOINT_ANGLES_KEY].astype(np.float64))  # what fk mode tokenizes
             differ = int(np.sum(encode_mu_law(sim) != encode_mu_law(computed)))
             flips += differ
             steps_with_flip += differ > 0

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from gato_robot.core import specs
 from gato_robot.data.episodes import list_episodes, read_episode
 from gato_robot.runtime.onnx_policy import OnnxPolicy
 
-PREVIOUS_ACTION = "proprio/previous_action"
+PREVIOUS_ACTION = specs.PREVIOUS_ACTION_KEY
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from gato_robot.core import specs
 from gato_robot.data.episodes import EpisodeReader, list_episodes, read_episode
 from gato_robot.runtime.onnx_policy import OnnxPolicy
 
-TOOL = "proprio/tool_pose"
+TOOL = specs.TOOL_POSE_KEY
 REACHED_M = 0.05  # the benchmark's "reached red" radius
 MIN_SPEED = 0.01  # m/s: the expert moves horizontally
 

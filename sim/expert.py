@@ -18,6 +18,7 @@ import dataclasses
 
 import numpy as np
 
+from gato_robot.core import specs
 from gato_robot.sim import env as env_lib
 from gato_robot.sim import workspace as ws
 
@@ -228,8 +229,8 @@ class ScriptedExpert:
             raise ValueError("the scripted expert reads object poses: create the env with privileged=True")
         verts = np.asarray(observation[env_lib.PRIVILEGED_VERTICES], np.float64)
         centres = np.asarray(observation[env_lib.PRIVILEGED_POSES], np.float64)[:, :3]
-        tool = np.asarray(observation["proprio/tool_pose"], np.float64)
-        grasped = bool(observation["proprio/gripper"][2] > 0.5)
+        tool = np.asarray(observation[specs.TOOL_POSE_KEY], np.float64)
+        grasped = bool(observation[specs.GRIPPER_KEY][2] > 0.5)
         s = dataclasses.replace(state, steps_in_phase=state.steps_in_phase + 1, t=state.t + 1)
         pos, yaw = tool[:3], ws.yaw_from_quat(tool[3:])
         phase = s.phase

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gato_robot.core import specs
 from gato_robot.sim import env as env_lib
 from gato_robot.sim import workspace as ws
 from gato_robot.sim.expert import (
@@ -75,8 +76,8 @@ class FeedbackExpert:
             raise ValueError("the feedback expert reads object poses: create the env with privileged=True")
         verts = np.asarray(observation[env_lib.PRIVILEGED_VERTICES], np.float64)
         centres = np.asarray(observation[env_lib.PRIVILEGED_POSES], np.float64)[:, :3]
-        tool = np.asarray(observation["proprio/tool_pose"], np.float64)
-        opening, opening_vel, grasp = (float(v) for v in observation["proprio/gripper"])
+        tool = np.asarray(observation[specs.TOOL_POSE_KEY], np.float64)
+        opening, opening_vel, grasp = (float(v) for v in observation[specs.GRIPPER_KEY])
         pos, yaw = tool[:3], ws.yaw_from_quat(tool[3:])
 
         held = _held(verts, centres, pos) if grasp > 0.5 else None

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from gato_robot.core import specs
 from gato_robot.sim.env import PRIVILEGED_POSES, PRIVILEGED_VERTICES, RgbStackingEnv
 from gato_robot.sim.policies import Policy, action_array
 
@@ -68,7 +69,7 @@ def run_episode(env: RgbStackingEnv, policy: Policy, seed: int, record: bool = F
     truncated = terminated = False
     red_z0 = float(info["object_poses"][0][2])
     while not (truncated or terminated) and (max_steps is None or result.steps < max_steps):
-        _progress(result, obs["proprio/tool_pose"], info["object_poses"], red_z0)
+        _progress(result, obs[specs.TOOL_POSE_KEY], info["object_poses"], red_z0)
         action, state = policy.step(obs, state)
         action = action_array(action)
         executed = action if execute is None else np.asarray(execute(action, obs), np.float32)
@@ -77,14 +78,14 @@ def run_episode(env: RgbStackingEnv, policy: Policy, seed: int, record: bool = F
                 result.observations.setdefault(k, []).append(obs[k])
             result.object_poses.append(info["object_poses"])
         if frames:
-            result.frames.append(np.concatenate([obs[k] for k in policy_keys if k.startswith("camera/")], axis=1))
+            result.frames.append(np.concatenate([obs[k] for k in policy_keys if k.startswith(specs.CAMERA_PREFIX)], axis=1))
         obs, reward, terminated, truncated, info = env.step(executed)
         if record:
             result.actions.append(np.clip(action, env.action_space.low, env.action_space.high))
             result.rewards.append(float(reward))
         result.episode_return += float(reward)
         result.steps += 1
-    _progress(result, obs["proprio/tool_pose"], info["object_poses"], red_z0)
+    _progress(result, obs[specs.TOOL_POSE_KEY], info["object_poses"], red_z0)
     result.success = bool(info["success"])
     result.stacked_at_end = bool(info["stacked"])
     return result

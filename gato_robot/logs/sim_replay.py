@@ -45,10 +45,10 @@ def replay_in_sim(log: str | os.PathLike, *, threshold_m: float = 0.01, seed: in
             obs, _ = env.reset(seed=int(s))
             tool_err, joint_err = [], []
             for t in range(len(e)):
-                tool_err.append(float(np.linalg.norm(obs["proprio/tool_pose"][:3]
-                                                     - e.observations["proprio/tool_pose"][t][:3])))
-                joint_err.append(float(np.max(np.abs(obs["proprio/joint_angles"]
-                                                     - e.observations["proprio/joint_angles"][t]))))
+                tool_err.append(float(np.linalg.norm(obs[specs.TOOL_POSE_KEY][:3]
+                                                     - e.observations[specs.TOOL_POSE_KEY][t][:3])))
+                joint_err.append(float(np.max(np.abs(obs[specs.JOINT_ANGLES_KEY]
+                                                     - e.observations[specs.JOINT_ANGLES_KEY][t]))))
                 obs, _, _, _, info = env.step(e.actions[specs.ACTION_KEY][t])
         finally:
             env.close()
