@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from gato_robot.core import specs
+
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
@@ -445,7 +447,7 @@ def _stacking_fb() -> TrainConfig:
         base, name="stacking-fb",
         model=dataclasses.replace(base.model, context=56, markov=True, aux_outputs=9),
         data=dataclasses.replace(base.data, train=tuple(f"runs/stack_data/{s}" for s in sets),
-                                 drop_observations=("proprio/previous_action", "proprio/joint_velocities"),
+                                 drop_observations=(specs.PREVIOUS_ACTION_KEY, specs.JOINT_VELOCITIES_KEY),
                                  aux_extras="object_poses", aux_take=3, aux_center=(0.6, 0.0, 0.03), aux_scale=0.05,
                                  image_shift=4, grasp_flag="fingers"),
         optim=dataclasses.replace(base.optim, lr=3e-4, warmup_steps=50),

@@ -39,11 +39,11 @@ import torch
 from gato_robot.core import vocab
 from gato_robot.core.gripper import episode_grasp_flags
 from gato_robot.core.sequence import TokenBlock, build_episode, collate, last_window, windows
-from gato_robot.core.specs import Kind, RobotSpec
+from gato_robot.core.specs import GRIPPER_KEY, PREVIOUS_ACTION_KEY, Kind, RobotSpec
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.data.episodes import EpisodeError, EpisodeReader, list_episodes
 
-GRIPPER, PREVIOUS_ACTION = "proprio/gripper", "proprio/previous_action"
+GRIPPER, PREVIOUS_ACTION = GRIPPER_KEY, PREVIOUS_ACTION_KEY
 
 log = logging.getLogger(__name__)
 
