@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from gato_robot.data.episodes import Episode, EpisodeError, write_episode
+from gato_robot.robots import load_embodiment
 from gato_robot.runtime.contract import check_temperature
 from gato_robot.sim import objects
 from gato_robot.sim.env import RgbStackingEnv
@@ -80,10 +81,10 @@ def dagger_executor(learner: Any, beta: float, seed: int) -> Executor:
 def collect_one(triplet: str, seed: int, out: Path, cameras: int, image_size: int,
                 successful_only: bool, action_noise: float = 0.0, dagger: str | None = None,
                 dagger_beta: float = 0.0, max_steps: int | None = None,
-                dagger_temperature: float = 0.0, expert: str = "expert") -> dict[str, Any]:
+                dagger_temperature: float = 0.0, expert: str = "expert", robot: str = "panda") -> dict[str, Any]:
     if expert not in EXPERTS:
         raise ValueError(f"expert must be one of {EXPERTS}, got {expert!r}")
-    env = _env(triplet, cameras, image_size)
+    env = _env(triplet, cameras, image_size, robot)
     labeller = EXPERT_LABELS[expert]
     execute, executed = None, labeller
     if action_noise > 0:
@@ -109,7 +110,7 @@ def collect_one(triplet: str, seed: int, out: Path, cameras: int, image_size: in
             "task": "rgb_stacking", "triplet": triplet, "objects": result.objects, "seed": seed,
             "success": result.success, "stacked_at_end": result.stacked_at_end, "return": result.episode_return,
             "policy": labeller, "success_rule": "stacked for >= 20 consecutive control steps (1 s)",
-            "simulator": "pybullet", "control_hz": 20, "executed": executed,
+            "simulator": "pybullet", "control_hz": 20, "executed": executed, "robot": env.embodiment.name,
             **({"max_steps": max_steps} if max_steps else {}),
         },
         extras={"object_poses": np.stack(result.object_poses).astype(np.float32)},
@@ -124,11 +125,12 @@ def collect_one(triplet: str, seed: int, out: Path, cameras: int, image_size: in
 _ENVS: dict[tuple, RgbStackingEnv] = {}
 
 
-def _env(triplet: str, cameras: int, image_size: int) -> RgbStackingEnv:
+def _env(triplet: str, cameras: int, image_size: int, robot: str = "panda") -> RgbStackingEnv:
     """One env per worker process and configuration, reused across episodes."""
-    key = (triplet, cameras, image_size)
+    key = (triplet, cameras, image_size, robot)
     if key not in _ENVS:
-        _ENVS[key] = RgbStackingEnv(triplet=triplet, cameras=cameras, image_size=image_size, privileged=True)
+        _ENVS[key] = RgbStackingEnv(triplet=triplet, cameras=cameras, image_size=image_size, privileged=True,
+                                    robot=robot)
     return _ENVS[key]
 
 
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cameras", type=int, default=2, help="2 (front left/right, as Gato) or 3")
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0, help="first seed; episode i of each triplet uses seed + i")
+    ap.add_argument("--robot", default="panda",
+                    help="the simulated arm: a robot file's name (config/robots: panda, xarm6) or path")
     ap.add_argument("--successful-only", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("data/rgb_stacking_demos"))
     ap.add_argument("--action-noise", type=float, default=0.0, metavar="SIGMA",
@@ -182,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dagger and not args.dagger.startswith(("onnx:", "torch:")):
             raise ValueError(f"--dagger takes onnx:DIR or torch:CHECKPOINT, got {args.dagger!r}")
         objects.mesh_files()  # fail here, once, if the mesh wheel is missing
+        load_embodiment(args.robot)  # and on a bad robot
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -192,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = [pool.submit(collect_one, t, s, args.out, args.cameras, args.image_size, args.successful_only,
                                args.action_noise, args.dagger, args.dagger_beta, args.max_steps,
-                               args.dagger_temperature, args.expert) for t, s in jobs]
+                               args.dagger_temperature, args.expert, args.robot) for t, s in jobs]
         with tqdm(total=len(futures), desc="episodes", unit="ep") as bar:
             for f in as_completed(futures):
                 done.append(f.result())
