@@ -40,9 +40,12 @@ EXTRAS = {
     "domains": ["minigrid>=3.0", "metaworld>=3.1", "imageio>=2.30", "h5py>=3.10"],
     # rosbag2 / MCAP logs: pure Python, no ROS install needed
     "logs": ["rosbags>=0.11", "mcap>=1.6", "h5py>=3.10", "imageio>=2.30", "imageio-ffmpeg>=0.5", "matplotlib>=3.8"],
+    # LeRobotDataset v3 in and out (gato_robot.data.lerobot): Parquet (pyarrow) and video (PyAV, which bundles
+    # FFmpeg with libx264, libsvtav1 and dav1d); not lerobot itself, which pins an older torch
+    "lerobot": ["pyarrow>=15", "av>=12", "h5py>=3.10", "tqdm>=4.60"],
 }
 # Everything this project's CI machine (no ROS install, no GPU) needs.
-DEV = ("export", "onnx", "data", "sim", "train", "ros-wheels", "test", "domains", "logs", "signing")
+DEV = ("export", "onnx", "data", "sim", "train", "ros-wheels", "test", "domains", "logs", "signing", "lerobot")
 EXTRAS["dev"] = sorted({r for k in DEV for r in EXTRAS[k]})
 
 setup(
@@ -87,6 +90,8 @@ setup(
             "gato-log-convert = gato_robot.logs.convert:main",
             "gato-log-sim-replay = gato_robot.logs.sim_replay:main",
             "gato-log-video = gato_robot.logs.video:main",
+            "gato-import-lerobot = gato_robot.data.lerobot:import_main",
+            "gato-export-lerobot = gato_robot.data.lerobot:export_main",
         ],
     },
 )
