@@ -236,26 +236,33 @@ def test_export_refuses_mixed_embodiments_and_writes_nothing(ours, tmp_path):
 def test_command_lines(ours, exported, tmp_path, capsys):
     assert L.export_main([str(ours), "--out", str(tmp_path / "ds"), "--max-episodes", "1"]) == 0
     assert "1 episodes, 10 frames" in capsys.readouterr().out
-    assert L.import_main([str(tmp_path / "ds"), "--check", "--out", "unused"]) == 0
+    assert L.import_main([str(tmp_path / "ds"), "--check"]) == 0
     assert L.import_main([str(exported), "--out", str(tmp_path / "eps")]) == 0
     assert len(list_episodes(tmp_path / "eps")) == 2
     assert L.import_main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "meta/info.json: missing" in capsys.readouterr().err
 
 
-def test_trainer_reads_an_imported_lerobot_dataset(tmp_path):
-    """The trainer's data source is our episode format: gato-import-lerobot first, then --data on its folder."""
+def test_imported_episodes_cache_once(tmp_path):
+    first = L.imported_episodes(REAL, tmp_path / "cache")
+    assert len(first) == 2 and L.imported_episodes(REAL, tmp_path / "cache") == first
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # one fingerprinted folder, nothing staged left over
+
+
+def test_trainer_reads_a_lerobot_dataset(tmp_path):
+    """``--data lerobot:DIR``: the trainer's episode index imports the folder once into the cache
+    ($XDG_CACHE_HOME/gato_robot/lerobot) and samples windows from the imported episodes."""
     pytest.importorskip("torch")
-    L.import_dataset(REAL, tmp_path / "eps")
-    cmd = [sys.executable, str(ROOT / "training" / "train.py"), "--data", str(tmp_path / "eps"), "--out",
+    cmd = [sys.executable, str(ROOT / "training" / "train.py"), "--data", f"lerobot:{REAL}", "--out",
            str(tmp_path / "run"), "--steps", "2", "--set", "model.context=128", "--set", "run.threads=1",
            "--set", "run.progress=false", "--set", "run.tensorboard=false", "--set", "run.eval_every=0",
            "--set", "data.eval_fraction=0", "--set", "optim.schedule=constant"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert p.returncode == 0, p.stderr[-3000:]
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 2
+    assert len(list_episodes(tmp_path / "cache" / "gato_robot" / "lerobot")) == 2
 
 
 def test_lerobot_reader_accepts_the_export(exported):
@@ -266,3 +273,6 @@ def test_lerobot_reader_accepts_the_export(exported):
     spec.loader.exec_module(check)
     n, item = check.read_with_lerobot(exported)
     assert n == 20 and tuple(item["observation.images.basket_front_left"].shape) == (3, 32, 32)
+    last = make_episode(seed=1)
+    np.testing.assert_array_equal(item["action"].numpy(), last.actions["action"][-1])
+    assert item["task"] == "stack the red object on the blue object (triplet 2)" and bool(item["next.done"])

@@ -41,6 +41,7 @@ from gato_robot.core.gripper import episode_grasp_flags
 from gato_robot.core.sequence import TokenBlock, build_episode, collate, last_window, windows
 from gato_robot.core.specs import GRIPPER_KEY, PREVIOUS_ACTION_KEY, Kind, RobotSpec
 from gato_robot.core.tokenizer import Tokenizer
+from gato_robot.data import lerobot
 from gato_robot.data.episodes import EpisodeError, EpisodeReader, list_episodes
 
 GRIPPER, PREVIOUS_ACTION = GRIPPER_KEY, PREVIOUS_ACTION_KEY
@@ -190,6 +191,11 @@ def split_weight(root: str) -> tuple[str, float]:
 
 
 def _expand(root: str) -> list[Path]:
+    if root.startswith(lerobot.LEROBOT_SOURCE):  # a LeRobotDataset v3 folder, imported once into a cache
+        try:
+            return lerobot.imported_episodes(root[len(lerobot.LEROBOT_SOURCE):])
+        except lerobot.LeRobotError as e:
+            raise DataError(f"data path {root}: {e}") from e
     p = Path(root)
     if not p.exists():
         raise DataError(f"data path {root} does not exist")
