@@ -276,3 +276,14 @@ def test_lerobot_reader_accepts_the_export(exported):
     last = make_episode(seed=1)
     np.testing.assert_array_equal(item["action"].numpy(), last.actions["action"][-1])
     assert item["task"] == "stack the red object on the blue object (triplet 2)" and bool(item["next.done"])
+
+
+def test_image_size_not_a_multiple_of_16_asks_for_image_size(tmp_path):
+    root = tmp_path / "odd"
+    shutil.copytree(REAL, root)
+    info = json.loads((root / L.INFO_PATH).read_text())
+    info["features"]["observation.images.top"]["shape"] = [30, 48, 3]
+    (root / L.INFO_PATH).write_text(json.dumps(info))
+    with pytest.raises(L.LeRobotError, match=r"info\.json: .*multiple of 16.*--image-size"):
+        L.LeRobotSource(root)
+    assert L.LeRobotSource(root, image_size=(32, 48)).spec.observations[1].shape == (32, 48, 3)
