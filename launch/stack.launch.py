@@ -3,8 +3,7 @@
 
 The nodes and their parameters come from gato_robot/ros/stack.py (node_plan), the same source the `gato-stack`
 launcher uses, so the two cannot drift; nothing about the nodes is written here. A required node (the controller)
-that exits shuts the whole launch down, as `gato-stack` does. SIGINT is left to launch's own handling (no
-KeyboardInterrupt in its event loop: gato_robot.ros.stack.quiet_keyboard_interrupt_in_launch).
+that exits shuts the whole launch down, as `gato-stack` does.
 """
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown, TimerAction
@@ -12,18 +11,10 @@ from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from gato_robot.ros.stack import (
-    LAUNCH_ARGUMENTS,
-    PACKAGE,
-    REQUIRED_EXIT_GRACE_S,
-    node_plan,
-    quiet_keyboard_interrupt_in_launch,
-)
+from gato_robot.ros.stack import LAUNCH_ARGUMENTS, PACKAGE, REQUIRED_EXIT_GRACE_S, node_plan
 
 
 def _nodes(context, *args, **kwargs):
-    if context.asyncio_loop is not None:  # a running launch (not a test visiting the description)
-        quiet_keyboard_interrupt_in_launch()  # SIGINT reaches launch through its wakeup fd only
     values = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
     return [
         Node(package=PACKAGE, executable=node.executable, name=node.name, output="screen",

@@ -139,30 +139,6 @@ def model_spec_parameters(model_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def _sigint_wakes_launch_only(signum: int, frame: Any) -> None:
-    """SIGINT's Python-level handler inside ``ros2 launch``: nothing. Launch reacts to the signal through its wakeup
-    fd (``launch.utilities.AsyncSafeSignalManager``), which Python writes for any Python-level handler."""
-
-
-def quiet_keyboard_interrupt_in_launch() -> bool:
-    """Inside a running ``ros2 launch`` (main thread): replace Python's default SIGINT handler, which raises
-    KeyboardInterrupt wherever the main thread happens to be, by a no-op. Launch handles SIGINT through its signal
-    wakeup fd; the KeyboardInterrupt is only caught around ``run_until_complete``, so one raised inside an asyncio
-    callback or a task's step (a busy launch process: node output, events) can end that task or drop the wakeup
-    byte, and the launch then never logs "user interrupted with ctrl-c" nor stops its nodes (seen once in CI under
-    load: ``kill -INT`` to the launcher alone, nodes still running a minute later; ros2/launch#473, #495). Returns
-    whether it replaced the handler (not when another handler is installed, or off the main thread)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return False
-    signal.signal(signal.SIGINT, _sigint_wakes_launch_only)
-    return True
-
-
 def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", camera_topics: str | Sequence[str] = "",
               command_interface: str = "", record: str = "", temperature: str | float = "",
               trusted_key: str = "", robot: str = "") -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
