@@ -252,3 +252,20 @@ def test_trusted_key_reaches_only_the_policy_node(tmp_path):
     out = run_node("gato_robot.ros.launcher", "--model", str(tmp_path), "--trusted-key", str(tmp_path / "no.pem"),
                    tmp_path=tmp_path)
     assert out.returncode == 2 and "error: --" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_no_log_call_site_picks_its_severity_at_run_time():
+    """rclpy refuses one call site logging at two severities ("Logger severity cannot be changed between calls"):
+    ``log = logger.warning if x else logger.info; log(...)`` raised inside the controller's callback and killed it
+    the first time the guard fell behind after having covered the arm (CI, scenario 16). Each severity gets its own
+    call."""
+    def logger_method(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Call)
+                and getattr(node.value.func, "attr", "") == "get_logger")
+
+    offenders = []
+    for path in sorted((ROOT / "gato_robot" / "ros").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.IfExp) and (logger_method(node.body) or logger_method(node.orelse)):
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, f"a log call site whose severity is chosen at run time: {offenders}"

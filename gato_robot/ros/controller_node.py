@@ -252,9 +252,14 @@ class ControllerNode(Node):
                 subscribers := self.arm_pub.get_subscription_count()):
             # a reader the guard has not matched would keep a non-zero command if this process died: stop instead
             # (usual for a second or two after start-up, while discovery matches the guard; a warning later)
-            log = self.get_logger().warning if self.guard_covered else self.get_logger().info
-            log(f"the guard has matched {self.guard.matched} of the arm topic's {subscribers} subscriber(s): "
-                f"commanding zero velocity until it reaches them all", throttle_duration_sec=1.0)
+            text = (f"the guard has matched {self.guard.matched} of the arm topic's {subscribers} subscriber(s): "
+                    "commanding zero velocity until it reaches them all")
+            # two call sites: rclpy refuses one call site logging at two severities ("Logger severity cannot be
+            # changed between calls"), which raised here and killed the controller
+            if self.guard_covered:
+                self.get_logger().warning(text, throttle_duration_sec=1.0)
+            else:
+                self.get_logger().info(text, throttle_duration_sec=1.0)
             command = self.filter.stop(command.stamp, Reason.UNGUARDED)
         elif command.reason is Reason.ACTION:
             self.guard_covered = True

@@ -314,6 +314,14 @@ def wait_pids(pids: Mapping[str, int], since: float, timeout: float) -> dict[str
     return {**out, **{n: (None, None) for n in pids if n not in out}}
 
 
+# Runs the launcher with SIGINT at its default action, as a terminal starts it. A test run started in the background
+# by a shell without job control (``cmd &`` in a script, ``nohup``) has SIGINT ignored, and an ignored SIGINT is
+# inherited through exec: Python, so ``ros2 launch``, then never sees one (our nodes install their own handlers;
+# launch relies on Python's default one). An exec wrapper rather than ``preexec_fn``, which is unsafe with threads.
+DEFAULT_SIGINT = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                  "os.execvp(sys.argv[1], sys.argv[1:])"]
+
+
 class LaunchedStack:
     """The whole stack under ``ros2 launch gato_robot stack.launch.py`` (``launcher="ros2_launch"``, needs the
     package built into ``install`` and the upstream launch packages) or ``gato-stack`` (``"gato_stack"``), in its
@@ -339,7 +347,7 @@ class LaunchedStack:
         env.setdefault("AMENT_PREFIX_PATH", sys.prefix)  # the pip wheels keep their ament index in <venv>/share
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # ros2 (the kit's)
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        self.proc = subprocess.Popen([*DEFAULT_SIGINT, *cmd], stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
 
     def log(self) -> str:
