@@ -24,6 +24,8 @@ import numpy as np
 import pybullet as p
 import pybullet_data
 
+from gato_robot.kinematics import resolve_urdf  # the URDF path rule FK uses (pybullet_data relative)
+from gato_robot.robots import load_embodiment
 from gato_robot.sim import workspace as ws
 
 ARM_JOINTS = tuple(range(7))
@@ -61,8 +63,10 @@ def tool_orientation(yaw: float) -> tuple[float, float, float, float]:
 class VelocityArm:
     """An arm + gripper in one PyBullet client with the 5-D velocity interface: each control step integrates the
     tool velocity and yaw rate into a target pose (workspace box, yaw range), solves IK for the tool centre point
-    pointing down and drives the arm joints with position control. Subclasses set the joints and say how their
-    gripper opens and closes (``_reset_gripper``, ``substep``, ``_command_fingers``, ``finger_readings``)."""
+    pointing down and drives the arm joints with position control. The gripper is bang-bang: its joints'
+    position target moves toward ``gripper_open`` or ``gripper_closed_at`` at ``gripper_speed`` per second, pushed
+    with ``gripper_force``. Subclasses load the body and set the joints and these numbers; the observation reads
+    ``finger_joints``, mapped to an opening by the robot file (``embodiment.opening``)."""
 
     arm_joints: tuple[int, ...]
     tcp_link: int
@@ -71,13 +75,21 @@ class VelocityArm:
     joint_high: tuple[float, ...]
     arm_forces: tuple[float, ...]
     finger_links: tuple[int, ...]  # the links whose contacts with one object make the "contact" grasp test
+    gripper_joints: tuple[int, ...]  # driven, all to the same target
+    finger_joints: tuple[int, ...]  # read: the robot file's finger joints
+    gripper_open: float
+    gripper_closed_at: float
+    gripper_speed: float  # joint units per second
+    gripper_force: float  # per gripper joint
     client: int
     body: int
+    embodiment: Any
 
     def _init_targets(self) -> None:
         self.target_pos = np.zeros(3)
         self.target_yaw = 0.0
         self.gripper_closed = False
+        self.gripper_target = self.gripper_open
 
     # -- reset ----------------------------------------------------------------------------------------------
     def reset(self, tool_pos: np.ndarray, tool_yaw: float) -> None:
@@ -93,7 +105,7 @@ class VelocityArm:
         self.target_pos = np.asarray(tool_pos, float).copy()
         self.target_yaw = float(tool_yaw)
         self.gripper_closed = False
-        self._open_target()
+        self.gripper_target = self.gripper_open
         self._command_joints(q)
         self._command_fingers()
 
@@ -120,21 +132,31 @@ class VelocityArm:
             physicsClientId=self.client,
         )
 
-    # -- gripper (per arm) ----------------------------------------------------------------------------------
+    # -- gripper ------------------------------------------------------------------------------------------
     def _reset_gripper(self) -> None:
-        raise NotImplementedError
-
-    def _open_target(self) -> None:
-        raise NotImplementedError
-
-    def _command_fingers(self) -> None:
-        raise NotImplementedError
+        for j in self.gripper_joints:
+            p.resetJointState(self.body, j, self.gripper_open, physicsClientId=self.client)
 
     def substep(self, dt: float) -> None:
-        raise NotImplementedError
+        """Per physics step: move the gripper target toward open/closed at ``gripper_speed``."""
+        goal = self.gripper_closed_at if self.gripper_closed else self.gripper_open
+        step = self.gripper_speed * dt
+        delta = np.clip(goal - self.gripper_target, -step, step)
+        if delta:
+            self.gripper_target += float(delta)
+            self._command_fingers()
+
+    def _command_fingers(self) -> None:
+        n = len(self.gripper_joints)
+        p.setJointMotorControlArray(
+            self.body, self.gripper_joints, p.POSITION_CONTROL, targetPositions=[self.gripper_target] * n,
+            forces=[self.gripper_force] * n, physicsClientId=self.client,
+        )
 
     def finger_readings(self) -> tuple[list[float], list[float]]:
-        raise NotImplementedError
+        """Positions and velocities of the robot file's finger joints (the observation builder's input)."""
+        states = p.getJointStates(self.body, self.finger_joints, physicsClientId=self.client)
+        return [s[0] for s in states], [s[1] for s in states]
 
     # -- sensing --------------------------------------------------------------------------------------------
     def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
@@ -160,10 +182,12 @@ class Panda(VelocityArm):
 
     arm_joints, tcp_link, rest_pose = ARM_JOINTS, TCP_LINK, REST_POSE
     joint_low, joint_high, arm_forces, finger_links = JOINT_LOW, JOINT_HIGH, ARM_FORCES, FINGER_JOINTS
+    gripper_joints = finger_joints = FINGER_JOINTS  # two coupled prismatic fingers, each FINGER_OPEN when open
+    gripper_open, gripper_closed_at, gripper_speed, gripper_force = FINGER_OPEN, 0.0, FINGER_SPEED, FINGER_FORCE_N
 
     def __init__(self, client: int, low_poly: bool = True, embodiment: Any = None):
         self.client = client
-        self.embodiment = embodiment
+        self.embodiment = load_embodiment("panda") if embodiment is None else embodiment
         if low_poly:
             path = _low_poly_urdf()
         else:
@@ -183,39 +207,6 @@ class Panda(VelocityArm):
                                   (1, 0, 0), (0, 0, 0), (0, 0, 0), physicsClientId=client)
         p.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=50, physicsClientId=client)
         self._init_targets()
-        self.finger_target = FINGER_OPEN
-
-    # -- gripper: two coupled prismatic fingers, bang-bang at FINGER_SPEED ------------------------------------
-    def _reset_gripper(self) -> None:
-        for j in FINGER_JOINTS:
-            p.resetJointState(self.body, j, FINGER_OPEN, physicsClientId=self.client)
-
-    def _open_target(self) -> None:
-        self.finger_target = FINGER_OPEN
-
-    def substep(self, dt: float) -> None:
-        """Per physics step: move the finger target toward open/closed at FINGER_SPEED."""
-        goal = 0.0 if self.gripper_closed else FINGER_OPEN
-        delta = np.clip(goal - self.finger_target, -FINGER_SPEED * dt, FINGER_SPEED * dt)
-        if delta:
-            self.finger_target += float(delta)
-            self._command_fingers()
-
-    def _command_fingers(self) -> None:
-        p.setJointMotorControlArray(
-            self.body, FINGER_JOINTS, p.POSITION_CONTROL, targetPositions=[self.finger_target] * 2,
-            forces=[FINGER_FORCE_N] * 2, physicsClientId=self.client,
-        )
-
-    def finger_readings(self) -> tuple[list[float], list[float]]:
-        """Positions and velocities of the robot file's finger joints (the observation builder's input)."""
-        states = p.getJointStates(self.body, FINGER_JOINTS, physicsClientId=self.client)
-        return [s[0] for s in states], [s[1] for s in states]
-
-    def finger_state(self) -> tuple[float, float]:
-        """(opening m, opening velocity m/s): the sum over both fingers."""
-        states = p.getJointStates(self.body, FINGER_JOINTS, physicsClientId=self.client)
-        return float(states[0][0] + states[1][0]), float(states[0][1] + states[1][1])
 
 
 # -- UFactory xArm6 + xArm gripper ---------------------------------------------------------------------------
@@ -255,12 +246,12 @@ class XArm6(VelocityArm):
     which mimic ``drive_joint`` in the URDF, to the same angle."""
 
     rest_pose = XARM_REST_POSE
+    gripper_open, gripper_closed_at = 0.0, XARM_GRIPPER_CLOSED
+    gripper_speed, gripper_force = XARM_GRIPPER_SPEED, XARM_GRIPPER_FORCE
 
     def __init__(self, client: int, low_poly: bool = True, embodiment: Any = None):
         if embodiment is None:
             raise ValueError("XArm6 needs its robot file (config/robots/xarm6.yaml)")
-        from gato_robot.kinematics import resolve_urdf  # the URDF path rule FK uses (pybullet_data relative)
-
         self.client, self.embodiment = client, embodiment
         path = _urdf_with_tcp(str(resolve_urdf(embodiment.urdf)), embodiment.tool_link, tuple(embodiment.tool_offset))
         flags = p.URDF_USE_SELF_COLLISION_EXCLUDE_ALL_PARENTS
@@ -284,33 +275,6 @@ class XArm6(VelocityArm):
         for j in self.gripper_joints:
             p.changeDynamics(self.body, j, lateralFriction=XARM_FINGER_FRICTION, physicsClientId=client)
         self._init_targets()
-        self.gripper_target = 0.0
-
-    # -- gripper: six joints driven to one angle, bang-bang at XARM_GRIPPER_SPEED ---------------------------
-    def _reset_gripper(self) -> None:
-        for j in self.gripper_joints:
-            p.resetJointState(self.body, j, 0.0, physicsClientId=self.client)
-
-    def _open_target(self) -> None:
-        self.gripper_target = 0.0
-
-    def substep(self, dt: float) -> None:
-        goal = XARM_GRIPPER_CLOSED if self.gripper_closed else 0.0
-        delta = np.clip(goal - self.gripper_target, -XARM_GRIPPER_SPEED * dt, XARM_GRIPPER_SPEED * dt)
-        if delta:
-            self.gripper_target += float(delta)
-            self._command_fingers()
-
-    def _command_fingers(self) -> None:
-        n = len(self.gripper_joints)
-        p.setJointMotorControlArray(
-            self.body, self.gripper_joints, p.POSITION_CONTROL, targetPositions=[self.gripper_target] * n,
-            forces=[XARM_GRIPPER_FORCE] * n, physicsClientId=self.client,
-        )
-
-    def finger_readings(self) -> tuple[list[float], list[float]]:
-        states = p.getJointStates(self.body, self.finger_joints, physicsClientId=self.client)
-        return [s[0] for s in states], [s[1] for s in states]
 
 
 ARMS: dict[str, type[VelocityArm]] = {"panda": Panda, "xarm6": XArm6}

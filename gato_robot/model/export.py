@@ -287,21 +287,16 @@ def export_random_policy(root: str | os.PathLike, *, context: int | None = None,
     """A random-weight ``tiny`` Gato for the 2-camera RGB-stacking spec of ``robot`` (a robot file's name or path):
     ``root/checkpoint`` and its ONNX export ``root/policy`` (returned; reused when already there). For demos, tests
     and benchmarks of the plumbing: it moves an arm, it cannot stack."""
-    from gato_robot.core.specs import rgb_stacking_spec
     from gato_robot.model.checkpoint import save_checkpoint
     from gato_robot.model.config import preset
+    from gato_robot.robots import load_embodiment
 
     root = Path(root)
     out = root / "policy"
     if (out / "manifest.json").is_file():
         return out
     torch.manual_seed(seed)
-    if robot == "panda":
-        spec = rgb_stacking_spec(2)
-    else:
-        from gato_robot.robots import load_embodiment
-
-        spec = load_embodiment(robot).spec(2)
+    spec = load_embodiment(robot).spec(2)  # the Panda's is rgb_stacking_spec(2)
     cfg = preset("tiny") if context is None else preset("tiny", context=context)
     save_checkpoint(root / "checkpoint", Gato(cfg).eval(), spec, Tokenizer(spec).settings,
                     metadata={"note": "random weights: a plumbing demo, not a trained policy"})

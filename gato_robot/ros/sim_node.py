@@ -41,7 +41,6 @@ from std_srvs.srv import Trigger
 
 from gato_robot import wire
 from gato_robot.core import specs
-from gato_robot.robots import load_embodiment
 from gato_robot.ros import common
 
 SIM_START = 1.0  # s: sim time of the first observation (a zero stamp reads as "unset" to many tools)
@@ -85,8 +84,8 @@ class SimNode(Node):
 
         from gato_robot.sim.env import RgbStackingEnv  # lazily: pybullet loads only in this node
 
-        self.embodiment = load_embodiment(robot)  # a bad robot file fails here, before pybullet starts
         self.env = RgbStackingEnv(triplet=self.triplet, cameras=cameras, image_size=image_size, robot=robot)
+        self.embodiment = self.env.embodiment
         self.camera_keys = [f"{specs.CAMERA_PREFIX}{c}" for c in cameras]
         self.dt = 1.0 / self.control_hz
         self.t = SIM_START
