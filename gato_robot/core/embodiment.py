@@ -39,8 +39,8 @@ LINEAR = ("linear_x", "linear_y", "linear_z")
 ANGULAR = ("angular_x", "angular_y", "angular_z")
 GRIPPER = "gripper"
 COMMAND_PARTS = (*LINEAR, *ANGULAR, GRIPPER)
-_FIELDS = ("name", "description", "urdf", "base_link", "base_position", "tool_link", "tool_offset", "arm_joints", "finger_joints",
-           "gripper_opening", "cameras", "control_hz", "action", "differences_from_deepmind")
+_FIELDS = ("name", "description", "urdf", "base_link", "base_position", "tool_link", "tool_offset", "arm_joints",
+           "finger_joints", "gripper_opening", "cameras", "control_hz", "action", "differences_from_deepmind")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +74,8 @@ class RawObservation:
     """One step's readings, before they are an observation.
 
     ``images`` by camera name; arm joints in the embodiment's ``arm_joints`` order; ``tool_pose`` x, y, z and the
-    quaternion x, y, z, w in the base frame; finger joints in ``finger_joints`` order (their sum is the opening).
-    (``Embodiment.gripper_opening`` maps them to the opening in m).
+    quaternion x, y, z, w in the base frame; finger joints in ``finger_joints`` order (``Embodiment.opening`` maps
+    them to the opening in m: their sum for prismatic fingers).
     ``grasp``: a gripper's own object report (the simulator's contact test); None: inferred from the fingers.
     """
 
