@@ -211,6 +211,12 @@ def _resting_on(verts: np.ndarray, upper: int, lower: int) -> bool:
     return abs(bottom - top) < 0.015 and float(np.linalg.norm(upper_xy - centre)) < 0.05
 
 
+def red_resting_on_blue(verts: np.ndarray) -> bool:
+    """Red rests on blue (mesh vertices, world frame): what the expert watches for, and what a scripted operator
+    judges a stack by (``gato_robot.ros.scripted_operator``)."""
+    return _resting_on(np.asarray(verts, np.float64), RED, BLUE)
+
+
 def _free_spot(verts: np.ndarray, avoid: list[int]) -> np.ndarray:
     """A point on the basket floor far from the given objects."""
     grid = np.array([[x, y] for x in np.linspace(0.51, 0.69, 7) for y in np.linspace(-0.09, 0.09, 7)])

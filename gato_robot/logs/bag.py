@@ -66,6 +66,8 @@ def contract_topics(cameras: Sequence[str] = CAMERAS) -> dict[str, tuple[str, st
         "/forward_velocity_controller/commands": ("std_msgs/msg/Float64MultiArray", RELIABLE),
         "/gripper/command": ("std_msgs/msg/Float64", RELIABLE),
         "/gato/episode_status": ("std_msgs/msg/String", RELIABLE),
+        "/gato/episode_event": ("std_msgs/msg/String", RELIABLE),  # operator-labelled episodes (the recorder's)
+        "/gato/teleop/intervention": ("std_msgs/msg/Bool", RELIABLE),  # teleoperation: the operator's steps
         "/clock": ("rosgraph_msgs/msg/Clock", SENSOR),
     })
     return topics

@@ -5,7 +5,11 @@ Ticks: one per reference-camera image (the spec's first camera), at most one per
 (faster cameras are decimated); every other camera, the joint states and the tool pose contribute their message
 whose header stamp is closest, within ``slop_s`` (25 ms, as the tokenizer node), or the tick is dropped. Episode,
 step, ``stacked`` and ``success`` come from the /gato/episode_status message whose ``sim_time`` matches the tick
-(logs without episode status are one episode).
+(logs without episode status are one episode). Operator-labelled logs (a robot without an episode status, recorded
+with ``gato-record --operator``) carry /gato/episode_event instead: an episode is the ticks stamped between its
+``start`` and ``end`` events, its success the operator's label, its reward 1.0 on the last step of a success (the
+label is all that is known), and its metadata has no simulator field (no triplet, seed or ``stacked``); ticks
+outside every labelled episode are dropped, as are episodes without an ``end`` (discarded or cut off).
 
 Actions: the action of a tick is the first arm command (by receive time) issued for it: for TwistStamped, whose
 header stamp is the controller's issue time on the stack's clock (sim time in simulation), the first with a stamp in
@@ -52,6 +56,7 @@ from gato_robot.logs import bag
 from gato_robot.robots import load_embodiment
 
 JOINTS_TOPIC, POSE_TOPIC, STATUS_TOPIC = "/joint_states", "/gato/tool_pose", "/gato/episode_status"
+EVENT_TOPIC, INTERVENTION_TOPIC = "/gato/episode_event", "/gato/teleop/intervention"
 TWIST_TOPIC, FORWARD_TOPIC, GRIPPER_TOPIC = "/servo_node/delta_twist_cmds", "/forward_velocity_controller/commands", \
     "/gripper/command"
 
@@ -129,7 +134,8 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
     spec = spec or embodiment.spec(list(bag.CAMERAS))
     cameras = [s.name for s in spec.observations if s.kind is specs.Kind.IMAGE]
     cam_topics = {bag.camera_topic(k[len(specs.CAMERA_PREFIX):]): k for k in cameras}
-    topics = [*cam_topics, JOINTS_TOPIC, POSE_TOPIC, STATUS_TOPIC, TWIST_TOPIC, FORWARD_TOPIC, GRIPPER_TOPIC]
+    topics = [*cam_topics, JOINTS_TOPIC, POSE_TOPIC, STATUS_TOPIC, EVENT_TOPIC, TWIST_TOPIC, FORWARD_TOPIC,
+              GRIPPER_TOPIC]
     messages, read = bag.read_log(path, topics)
     report = ConvertReport(str(path), read=read.to_dict())
     if read.damage:  # details (file, byte offset, reason) in report.read["damage"]
@@ -142,6 +148,7 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
     arm: list[tuple[int, float | None, np.ndarray]] = []  # (receive time, issue stamp if stamped, velocity)
     gripper: list[tuple[int, float]] = []
     statuses: list[tuple[float, int, dict[str, Any]]] = []
+    events: list[dict[str, Any]] = []
     for m in messages:
         try:
             msg = m.decode()
@@ -164,6 +171,12 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
             elif m.topic == STATUS_TOPIC:
                 s = json.loads(msg.data)
                 statuses.append((float(s["sim_time"]), m.log_time, s))
+            elif m.topic == EVENT_TOPIC:
+                e = json.loads(msg.data)
+                if e.get("event") not in ("start", "end", "discard") or not isinstance(e.get("episode"), int) \
+                        or not math.isfinite(float(e["stamp"])):
+                    raise ValueError(f"not an episode event: {msg.data[:80]!r}")
+                events.append(e)
             elif m.topic == TWIST_TOPIC:
                 t = msg.twist
                 arm.append((m.log_time, _stamp(msg.header),
@@ -178,6 +191,8 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
         s.sort(key=lambda x: x[0])
     statuses.sort(key=lambda x: x[0])
     arm.sort(key=lambda x: x[0])
+    operator = bool(events) and not statuses
+    windows = _operator_windows(events) if operator else []
     gripper.sort(key=lambda x: x[0])
 
     # -- ticks: reference camera images, decimated to the control rate, with partners within the slop --------
@@ -209,7 +224,13 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
             report.drop(f"no {missing} within {slop_s * 1e3:.0f} ms of the camera stamp")
             continue
         status: dict[str, Any] = {"episode": 0, "step": len(ticks), "stacked": False, "success": False, "done": False}
-        if statuses:
+        if operator:
+            w = next((w for w in windows if w["start"] <= t <= w["end"]), None)
+            if w is None:
+                report.drop("outside every operator-labelled episode")
+                continue
+            status = {"episode": w["episode"], "done": False, "success": w["success"]}
+        elif statuses:
             i = _nearest(status_stamps, t)
             if i is None or abs(status_stamps[i] - t) > slop_s:
                 report.drop("no episode status for the tick")
@@ -252,9 +273,12 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
                                     np.float64)
     episodes = []
     sidecar = bag.read_sidecar(path) if Path(path).is_dir() else {}
+    labelled = {w["episode"]: w for w in windows}
     for ep, rows in sorted(by_episode.items()):
         ep_statuses = [s for _, _, s in statuses if int(s.get("episode", 0)) == ep]
         complete = (not statuses) or any(s.get("done") for s in ep_statuses)
+        if operator:
+            complete = labelled[ep]["success"] is not None
         info = {"episode": ep, "steps": len(rows), "complete": bool(complete), "written": False}
         if not rows:
             info["why"] = "no step with an action"
@@ -272,7 +296,9 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
             report.episodes.append(info)
             continue
         actions = np.stack([a for _, a, _ in rows]).astype(np.float32)
-        outside = int(np.count_nonzero(np.any((actions < low) | (actions > high), axis=1)))
+        # against the bounds as float32, as the actions are stored (0.07 in float32 is above 0.07 in float64)
+        lo32, hi32 = low.astype(np.float32), high.astype(np.float32)
+        outside = int(np.count_nonzero(np.any((actions < lo32) | (actions > hi32), axis=1)))
         obs: dict[str, list[Any]] = collections.defaultdict(list)
         for step in built:
             for k, v in step.items():
@@ -280,6 +306,8 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
         observations = {k: np.stack(v).astype(np.uint8 if k in cameras else np.float32) for k, v in obs.items()}
         rewards = np.array([1.0 if t.status.get("stacked") else 0.0 for t, _, _ in rows], np.float32)
         last_status = ep_statuses[-1] if ep_statuses else rows[-1][0].status
+        if operator:
+            rewards[-1] = float(bool(labelled[ep]["success"]))
         meta = {
             "task": sidecar.get("task", "rgb_stacking"), "triplet": last_status.get("triplet", sidecar.get("triplet")),
             "success": bool(last_status.get("success", False)), "return": float(rewards.sum()),
@@ -288,6 +316,10 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
             "complete": bool(complete), "actions_outside_spec": outside,
             "log_damage": len(read.damage),  # damaged places in the log (ticks near them were dropped)
         }
+        if operator:  # a robot's episode: the operator's label, no simulator field
+            for key in ("triplet", "seed"):
+                meta.pop(key)
+            meta.update(success=bool(labelled[ep]["success"]), labelled_by="operator")
         episode = Episode(spec, observations, {specs.ACTION_KEY: actions}, rewards, meta,
                           {"stamp": np.array([t.stamp for t, _, _ in rows]),
                            "log_time_ns": np.array([t.log_time for t, _, _ in rows], np.int64)})
@@ -297,6 +329,25 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
         report.kept += len(rows)
         episodes.append(episode)
     return episodes, report
+
+
+def _operator_windows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Start / end / discard events -> ``{"episode", "start", "end", "success"}`` per started episode: ``end`` is the
+    stamp of its end event (success: the label) or of a discard / the next start (success None: not written), or
+    infinity when the log stops first (cut off: not written either)."""
+    events = sorted(events, key=lambda e: float(e["stamp"]))
+    windows: list[dict[str, Any]] = []
+    for e in events:
+        if windows and windows[-1]["end"] == math.inf:
+            if e["event"] == "end" and e["episode"] == windows[-1]["episode"]:
+                windows[-1].update(end=float(e["stamp"]), success=bool(e.get("success")))
+            elif e["event"] in ("discard", "start"):
+                windows[-1]["end"] = float(e["stamp"])
+        if e["event"] == "start":
+            windows.append({"episode": e["episode"], "start": float(e["stamp"]), "end": math.inf, "success": None})
+    # an episode number used again after a discard: the later (labelled) one wins
+    latest = {w["episode"]: w for w in windows}
+    return [w for w in windows if latest[w["episode"]] is w or w["success"] is not None]
 
 
 def _observations(rows: list[tuple[_Tick, np.ndarray, np.ndarray]], gaps: list[tuple[float, float]],

@@ -35,7 +35,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
 
 from gato_robot import wire
 
@@ -67,6 +67,16 @@ HOLD_SERVICE = "/gato/controller/hold"
 REARM_SERVICE = "/gato/controller/rearm"
 POLICY_RESET_SERVICE = "/gato/policy/reset"
 SIM_RESET_SERVICE = "/sim/reset"
+# Operator-labelled episodes (robots without an episode status; docs/logs.md, "Recording demonstrations"): the
+# recorder's services, and the events it publishes and logs (std_msgs/String, JSON: event start | end | discard,
+# episode, stamp on the recorder's clock, success for end)
+EPISODE_EVENT_TOPIC = "/gato/episode_event"
+RECORDER_START_SERVICE = "/gato/recorder/start_episode"  # std_srvs/Trigger
+RECORDER_END_SERVICE = "/gato/recorder/end_episode"  # std_srvs/SetBool: data = success
+RECORDER_DISCARD_SERVICE = "/gato/recorder/discard_episode"  # std_srvs/Trigger
+# The simulator's "motion capture" (sim only, off by default): the objects' poses and mesh vertices, what a
+# scripted teleoperator needs to see the scene (std_msgs/Float32MultiArray, 3 x (7 + 3 * MAX_VERTICES))
+OBJECT_STATE_TOPIC = "/sim/object_state"
 FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
 
 
@@ -182,6 +192,25 @@ def arm_command(interface: str, action: np.ndarray, stamp: Time, frame_id: str) 
     msg.layout.dim = [MultiArrayDimension(label=",".join(wire.FORWARD_COMMAND_LABELS), size=6, stride=6)]
     msg.data = wire.action_to_forward_command(action)
     return msg
+
+
+def float32_array(array: np.ndarray) -> Float32MultiArray:
+    """A 2-D array as std_msgs/Float32MultiArray (layout rows, cols)."""
+    a = np.ascontiguousarray(array, np.float32)
+    rows, cols = a.shape
+    msg = Float32MultiArray(data=a.ravel().tolist())
+    msg.layout.dim = [MultiArrayDimension(label="rows", size=rows, stride=rows * cols),
+                      MultiArrayDimension(label="cols", size=cols, stride=cols)]
+    return msg
+
+
+def array_from_float32(msg: Float32MultiArray) -> np.ndarray:
+    """The 2-D array of :func:`float32_array`; ValueError when the layout does not match the data."""
+    dims = [d.size for d in msg.layout.dim]
+    data = np.asarray(msg.data, np.float32)
+    if len(dims) != 2 or dims[0] * dims[1] != data.size:
+        raise ValueError(f"Float32MultiArray layout {dims} does not hold {data.size} values")
+    return data.reshape(dims)
 
 
 def rgb_image(image: np.ndarray, stamp: Time, frame_id: str) -> Image:

@@ -48,6 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--command-interface", default="", choices=("", *COMMAND_INTERFACES),
                     help=LAUNCH_ARGUMENTS["command_interface"][1])
     ap.add_argument("--record", default="", metavar="DIR", help=LAUNCH_ARGUMENTS["record"][1])
+    ap.add_argument("--demos", action="store_true", help=LAUNCH_ARGUMENTS["demos"][1])
     ap.add_argument("--temperature", default="", help=LAUNCH_ARGUMENTS["temperature"][1])
     ap.add_argument("--trusted-key", default="", metavar="PUBLIC_KEY_PEM", help=LAUNCH_ARGUMENTS["trusted_key"][1])
     ap.add_argument("--grace", type=float, default=5.0, help="seconds between SIGINT, SIGTERM and SIGKILL")
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = node_plan(sim=args.sim, params_file=args.params_file, model=args.model,
                          camera_topics=args.camera_topics, command_interface=args.command_interface,
                          record=args.record, temperature=args.temperature, trusted_key=args.trusted_key,
-                         robot=args.robot)
+                         robot=args.robot, demos=args.demos)
     except ValueError as e:
         _log(f"error: {e}")
         return 2

@@ -14,6 +14,16 @@ metadata.yaml's ``custom_data["gato_episode"]`` (rosbag2's key/value store), an 
 name (Foxglove shows it), and ``gato_episode.json`` next to it, which is written when the episode's first status
 arrives and rewritten at close, so it survives a killed recorder.
 
+Operator-labelled episodes (``episodes: operator``; ``gato-record --operator``), for a robot without an episode
+status: nothing is written until the operator starts an episode; the operator ends it as a success or a failure
+(the bag closes with the label) or discards it (the bag is deleted). Services /gato/recorder/start_episode
+(std_srvs/Trigger), /gato/recorder/end_episode (std_srvs/SetBool, data = success), /gato/recorder/discard_episode
+(std_srvs/Trigger), or keys in the terminal console (``console: true``): s / space start, y success, n failure,
+d discard, q quit. Each start and end is written into the bag as a /gato/episode_event message (std_msgs/String,
+JSON) stamped on this node's clock, and published there (a teleoperator engages on it); the converter cuts the
+episode at these stamps and takes its label. A camera or /joint_states silent for more than ``silence_s`` during an
+episode is logged, shown in the console, and listed in the episode's metadata (``silences``).
+
 Receive times (log_time) are the system clock in ns, as ``ros2 bag record`` stamps them; sim time is in the
 messages' headers and on /clock, which is recorded too.
 """
@@ -21,18 +31,27 @@ messages' headers and on /clock, which is recorded too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import os
+import queue
+import select
+import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.serialization import deserialize_message
+from rclpy.serialization import deserialize_message, serialize_message
 from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
 
 from gato_robot.logs import bag
 from gato_robot.ros import common
@@ -91,7 +110,18 @@ class RecorderNode(Node):
                      "policy": d("policy", "", "policy name or model directory, for the episode metadata")}
         self.sim_seed = int(d("sim_seed", 0, "the simulator's seed parameter: episode k was reset with seed + k "
                                              "(-1: not a simulation)"))
+        self.mode = d("episodes", "status", "status: episodes from /gato/episode_status (a simulator) | operator: "
+                                            "the operator starts, ends, labels and discards them (a robot)")
+        self.silence_s = float(d("silence_s", 1.0, "operator mode: warn when a camera or /joint_states is silent "
+                                                   "this long during an episode (s)"))
+        console = bool(d("console", False, "operator mode: the terminal console (keys, status line)"))
+        if self.mode not in ("status", "operator"):
+            raise ValueError(f"episodes must be status or operator, got {self.mode!r}")
+        self.operator = self.mode == "operator"
         self.topics = parse_topics([e for e in entries if e], cameras)
+        if self.operator:  # this node writes the events itself (and publishes them for teleoperators)
+            self.topics.pop(common.EPISODE_EVENT_TOPIC, None)
+            self.split = True
         self.session = time.strftime("gato_%Y_%m_%d-%H_%M_%S")
         self.index = 0
         self.writer: bag.BagWriter | None = None
@@ -108,8 +138,29 @@ class RecorderNode(Node):
             qos = SENSOR_QOS if kind == bag.SENSOR else RELIABLE_QOS
             self.create_subscription(message_class(msgtype), topic, lambda data, t=topic: self.on_message(t, data),
                                      qos, raw=True)
-        self.get_logger().info(f"recording {len(self.topics)} topics to {self.output_dir} "
-                               f"({'one bag per episode' if self.split else 'one bag'})")
+        # operator mode
+        self.recording = False
+        self.episode_started = 0.0
+        self.episode_no = 0  # the next episode's number (a discarded one's number is used again)
+        self.kept = {"success": 0, "failure": 0}
+        self.discarded = 0
+        self.between = 0  # messages received between episodes (not written)
+        self.watched = [t for t in self.topics if t.startswith("/camera/") or t == common.JOINT_STATES_TOPIC]
+        self.last_rx: dict[str, float] = {}
+        self.silent: dict[str, float] = {}  # topic -> when its current silence began (monotonic)
+        self.console: OperatorConsole | None = None
+        if self.operator:
+            self.event_pub = self.create_publisher(String, common.EPISODE_EVENT_TOPIC, common.COMMAND_QOS)
+            self.create_service(Trigger, common.RECORDER_START_SERVICE, self.on_start_service)
+            self.create_service(SetBool, common.RECORDER_END_SERVICE, self.on_end_service)
+            self.create_service(Trigger, common.RECORDER_DISCARD_SERVICE, self.on_discard_service)
+            self.create_timer(0.1, self.on_operator_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))
+            if console:
+                self.console = OperatorConsole.open(self)
+        how = ("operator-labelled episodes (" + ("keys in this terminal, or " if self.console else "")
+               + f"{common.RECORDER_START_SERVICE}, {common.RECORDER_END_SERVICE}, {common.RECORDER_DISCARD_SERVICE})"
+               if self.operator else "one bag per episode" if self.split else "one bag")
+        self.get_logger().info(f"recording {len(self.topics)} topics to {self.output_dir} ({how})")
 
     # -- bags --------------------------------------------------------------------------------------------
     def open_bag(self) -> bag.BagWriter:
@@ -118,8 +169,11 @@ class RecorderNode(Node):
         w = bag.BagWriter(path, chunk_size=self.chunk_size, flush_period_s=self.flush_period, zstd=self.zstd)
         w.open()
         w.episode = {**self.meta, "start_wall_ns": time.time_ns(), "recorder": "gato_recorder"}
-        self.connections = {t: w.add_topic(t, msgtype) for t, (msgtype, _) in self.topics.items()}
-        self.counts = dict.fromkeys(self.topics, 0)
+        topics = dict(self.topics)
+        if self.operator:
+            topics[common.EPISODE_EVENT_TOPIC] = ("std_msgs/msg/String", bag.RELIABLE)
+        self.connections = {t: w.add_topic(t, msgtype) for t, (msgtype, _) in topics.items()}
+        self.counts = dict.fromkeys(topics, 0)
         self.writer = w
         return w
 
@@ -134,6 +188,16 @@ class RecorderNode(Node):
 
     # -- messages ----------------------------------------------------------------------------------------
     def on_message(self, topic: str, data: bytes) -> None:
+        if self.operator:
+            self.last_rx[topic] = time.monotonic()
+            if not self.recording:
+                self.between += 1
+                return
+            w = self.writer
+            w.write(self.connections[topic], time.time_ns(), data)
+            self.counts[topic] += 1
+            self.written += 1
+            return
         status = None
         if topic == common.EPISODE_STATUS_TOPIC:
             try:
@@ -168,12 +232,216 @@ class RecorderNode(Node):
         if s.get("done") and self.split:
             self.close_bag("episode done")
 
+    # -- operator-labelled episodes ---------------------------------------------------------------------
+    def _event(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Publish an episode event and write it into the bag in progress (if any); returns it."""
+        e = {"event": event, "episode": self.episode_no, "stamp": round(common.now_sec(self), 9), **fields}
+        msg = String(data=json.dumps(e))
+        if self.writer is not None and event != "discard":
+            self.writer.write(self.connections[common.EPISODE_EVENT_TOPIC], time.time_ns(), serialize_message(msg))
+            self.counts[common.EPISODE_EVENT_TOPIC] += 1
+        self.event_pub.publish(msg)
+        return e
+
+    def start_episode(self) -> tuple[bool, str]:
+        if self.recording:
+            return False, f"episode {self.episode_no} is being recorded: end or discard it first"
+        if common.now_sec(self) <= 0.0:  # on sim time before the first /clock: the stamps would cut nothing
+            return False, "no clock yet (use_sim_time and no /clock received): start the robot or simulator first"
+        w = self.open_bag()
+        w.episode.update(episode=self.episode_no, labelled_by="operator", done=False, silences=[])
+        w.episode.pop("recorder", None)
+        self.recording = True
+        self.episode_started = time.monotonic()
+        self.silent.clear()
+        self.last_rx = {t: self.episode_started for t in self.watched}  # silent from the start counts too
+        e = self._event("start", task=self.meta["task"])
+        w.episode["start_stamp"] = e["stamp"]
+        bag.write_sidecar(w.path, w.episode)
+        text = f"episode {self.episode_no} started ({w.path.name})"
+        self.get_logger().info(text)
+        return True, text
+
+    def end_episode(self, success: bool) -> tuple[bool, str]:
+        if not self.recording:
+            return False, "no episode is being recorded"
+        label = "success" if success else "failure"
+        w = self.writer
+        e = self._event("end", success=success, label=label)
+        w.episode.update(success=success, label=label, done=True, end_stamp=e["stamp"],
+                         duration_s=round(time.monotonic() - self.episode_started, 3))
+        self.close_silences()
+        self.recording = False
+        self.close_bag(f"operator: {label}")
+        self.kept[label] += 1
+        self.episode_no += 1
+        return True, f"episode {e['episode']} saved as a {label} ({w.path.name})"
+
+    def discard_episode(self) -> tuple[bool, str]:
+        if not self.recording:
+            return False, "no episode is being recorded"
+        w, self.writer = self.writer, None
+        self.recording = False
+        self._event("discard")
+        with contextlib.suppress(Exception):
+            w.close()
+        shutil.rmtree(w.path, ignore_errors=True)
+        self.discarded += 1
+        text = f"episode {self.episode_no} discarded (deleted {w.path.name})"
+        self.get_logger().info(text)
+        return True, text
+
+    def on_start_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success, response.message = self.start_episode()
+        return response
+
+    def on_end_service(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        response.success, response.message = self.end_episode(bool(request.data))
+        return response
+
+    def on_discard_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success, response.message = self.discard_episode()
+        return response
+
+    def silences_now(self) -> dict[str, float]:
+        """Watched topics silent for more than ``silence_s`` in the episode in progress -> for how long (s)."""
+        now = time.monotonic()
+        return {t: now - self.last_rx.get(t, now) for t in self.watched
+                if now - self.last_rx.get(t, now) > self.silence_s}
+
+    def close_silences(self) -> None:
+        now = time.monotonic()
+        for t, since in self.silent.items():
+            self.writer.episode["silences"].append({"topic": t, "silent_s": round(now - since, 3), "ended": False})
+        self.silent.clear()
+
+    def on_operator_timer(self) -> None:
+        if self.console is not None:
+            for key in self.console.pending_keys():
+                self.on_key(key)
+        if self.recording:
+            now = time.monotonic()
+            silent = self.silences_now()
+            for t, for_s in silent.items():
+                if t not in self.silent:
+                    self.silent[t] = now - for_s
+                    self.get_logger().warning(f"{t} is silent: no message for {for_s:.1f} s in episode "
+                                              f"{self.episode_no} (camera or joint state driver down?)")
+            for t in [t for t in self.silent if t not in silent]:
+                since = self.silent.pop(t)
+                self.writer.episode["silences"].append({"topic": t, "silent_s": round(now - since - 0.0, 3),
+                                                        "ended": True})
+                self.get_logger().info(f"{t} is back after {now - since:.1f} s")
+        if self.console is not None:
+            self.console.render(self)
+
+    def on_key(self, key: str) -> None:
+        actions = {"s": self.start_episode, " ": self.start_episode, "y": lambda: self.end_episode(True),
+                   "n": lambda: self.end_episode(False), "d": self.discard_episode}
+        if key == "q":
+            common.STOP(signal.SIGINT, None)
+            return
+        if key in actions:
+            ok, text = actions[key]()
+            self.console.say(text if ok else f"refused: {text}")
+
     def on_exit(self) -> None:
+        if self.operator and self.recording:  # unlabelled: kept, but the converter skips it (no end event)
+            self.writer.episode["closed_unlabelled"] = True
+        if self.console is not None:
+            self.console.close()
         self.close_bag("recorder stopped")
 
 
+class OperatorConsole:
+    """The recorder's terminal console: keys in cbreak mode (Ctrl-C still signals), one status line, messages
+    above it. The terminal's mode is restored on close and at interpreter exit."""
+
+    KEYS = "[s]tart  [y] success  [n] failure  [d]iscard  [q]uit"
+
+    def __init__(self, fd_in: int, out: Any) -> None:
+        import termios
+        import tty
+
+        self.fd, self.out = fd_in, out
+        self.saved = termios.tcgetattr(fd_in)
+        tty.setcbreak(fd_in)
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        self.note = ""
+        import atexit
+
+        atexit.register(self.close)
+        self.say(f"keys: {self.KEYS}")
+
+    @classmethod
+    def open(cls, node: Node) -> OperatorConsole | None:
+        if not os.isatty(sys.stdin.fileno()):
+            node.get_logger().warning("console: stdin is not a terminal; use the services")
+            return None
+        return cls(sys.stdin.fileno(), sys.stdout)
+
+    def _read(self) -> None:
+        while not self.closed.is_set():
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if ready:
+                data = os.read(self.fd, 64)
+                if not data:
+                    return
+                for ch in data.decode(errors="ignore"):
+                    self.queue.put(ch.lower())
+
+    def pending_keys(self) -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(self.queue.get_nowait())
+            except queue.Empty:
+                return out
+
+    def say(self, text: str) -> None:
+        self.out.write(f"\r\x1b[K{text}\n")
+        self.out.flush()
+
+    def render(self, rec: RecorderNode) -> None:
+        self.out.write("\r\x1b[K" + status_line(rec))
+        self.out.flush()
+
+    def close(self) -> None:
+        import termios
+
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        with contextlib.suppress(Exception):
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+        with contextlib.suppress(Exception):
+            self.out.write("\n")
+            self.out.flush()
+
+
+def status_line(rec: RecorderNode) -> str:
+    """``REC episode 3  00:12.4  1234 msgs | kept 2 (1 ok, 1 failed), 1 discarded | SILENT /joint_states 1.4 s``."""
+    kept = f"kept {sum(rec.kept.values())} ({rec.kept['success']} success, {rec.kept['failure']} failure)"
+    if rec.discarded:
+        kept += f", {rec.discarded} discarded"
+    if not rec.recording:
+        return f"idle, next episode {rec.episode_no} | {kept} | {OperatorConsole.KEYS}"
+    elapsed = time.monotonic() - rec.episode_started
+    line = (f"\x1b[31m● REC\x1b[0m episode {rec.episode_no}  {int(elapsed // 60):02d}:{elapsed % 60:04.1f}  "
+            f"{sum(rec.counts.values())} msgs on {sum(1 for c in rec.counts.values() if c)}/{len(rec.topics)} "
+            f"topics | {kept}")
+    silent = rec.silences_now()
+    if silent:
+        line += " | \x1b[33mSILENT " + ", ".join(f"{t} {s:.1f} s" for t, s in silent.items()) + "\x1b[0m"
+    return line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``gato-record --out DIR [--topics a,b] [--policy NAME] [--no-split]`` or plain ``--ros-args``."""
+    """``gato-record --out DIR [--operator] [--task T] [--topics a,b] [--policy NAME] [--no-split]`` or plain
+    ``--ros-args``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     ros_args = argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
     ap = argparse.ArgumentParser(prog="gato-record", description=__doc__.split("\n\n")[0])
@@ -181,6 +449,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--topics", default="", help="comma-separated topics (default: the contract's)")
     ap.add_argument("--policy", default=None, help="policy name for the episode metadata")
     ap.add_argument("--no-split", action="store_true", help="one bag for the whole session")
+    ap.add_argument("--operator", action="store_true",
+                    help="operator-labelled episodes with the terminal console (a robot without an episode status): "
+                         "s/space start, y success, n failure, d discard, q quit; or the services")
+    ap.add_argument("--task", default=None, help="task name for the episode metadata (default rgb_stacking)")
+    ap.add_argument("--silence", type=float, default=None, help="operator mode: warn after a camera or the joint "
+                                                                "states are silent this long (s, default 1)")
     ap.add_argument("--use-sim-time", action="store_true")
     args = ap.parse_args(argv[: len(argv) - len(ros_args)])
     params = []
@@ -192,6 +466,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         params += ["-p", f"policy:={args.policy!r}"]
     if args.no_split:
         params += ["-p", "split_by_episode:=false"]
+    if args.operator:
+        params += ["-p", "episodes:=operator", "-p", "console:=true"]
+    if args.task is not None:
+        params += ["-p", f"task:={args.task!r}"]
+    if args.silence is not None:
+        params += ["-p", f"silence_s:={args.silence}"]
     if args.use_sim_time:
         params += ["-p", "use_sim_time:=true"]
     ros = (ros_args or ["--ros-args"]) + params

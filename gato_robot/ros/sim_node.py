@@ -6,6 +6,13 @@ and the two finger joints, each finger half the opening), /gato/tool_pose (PoseS
 Takes the arm command (TwistStamped or Float64MultiArray, as the controller publishes it) and /gripper/command.
 /sim/reset (std_srvs/Trigger) starts a new episode.
 
+As a stand-in for a real robot (recording operator-labelled demonstrations, docs/logs.md): ``episode_status:
+false`` publishes no /gato/episode_status (a robot has none: the recorder's operator starts, ends and labels the
+episodes), and ``object_state: true`` publishes the objects' poses and mesh vertices on /sim/object_state
+(std_msgs/Float32MultiArray, 3 x (7 + 3 * 20): red, green, blue centre + quaternion xyzw, then the world-frame
+vertices; a motion-capture stand-in), what a scripted teleoperator needs to see the scene. Both are sim-only
+inputs of the teleoperator, never of the recorded training data.
+
 The first episode starts at once, on /sim/reset (``start_paused``), or once the stack is there
 (``wait_for_subscribers``: the launch files set it, so the policy sees the first observation and a recorder logs
 the whole episode, instead of an episode that began while the other nodes were still being discovered). With both,
@@ -36,7 +43,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64, Float64MultiArray, String
+from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from gato_robot import wire
@@ -71,6 +78,10 @@ class SimNode(Node):
         self.max_episodes = int(d("max_episodes", 0, "stop stepping after this many episodes (0: never)"))
         self.auto_reset = bool(d("auto_reset", True, "start the next episode when one ends"))
         self.frame = d("base_frame", "panda_link0", "frame_id of the tool pose")
+        self.publish_status = bool(d("episode_status", True, "publish /gato/episode_status (false: a robot "
+                                     "without one, whose episodes the recorder's operator labels)"))
+        object_state = bool(d("object_state", False, f"publish the objects' poses and vertices on "
+                              f"{common.OBJECT_STATE_TOPIC} (a motion-capture stand-in for scripted teleoperators)"))
         start_paused = bool(d("start_paused", False, "wait for /sim/reset before the first episode"))
         self.wait_subscribers = int(d("wait_for_subscribers", 0, "before the first episode, wait until each camera "
                                       "topic, /gato/observation and /gato/action_tokens has this many subscribers "
@@ -84,7 +95,8 @@ class SimNode(Node):
 
         from gato_robot.sim.env import RgbStackingEnv  # lazily: pybullet loads only in this node
 
-        self.env = RgbStackingEnv(triplet=self.triplet, cameras=cameras, image_size=image_size, robot=robot)
+        self.env = RgbStackingEnv(triplet=self.triplet, cameras=cameras, image_size=image_size, robot=robot,
+                                  privileged=object_state)
         self.embodiment = self.env.embodiment
         self.camera_keys = [f"{specs.CAMERA_PREFIX}{c}" for c in cameras]
         self.dt = 1.0 / self.control_hz
@@ -104,7 +116,10 @@ class SimNode(Node):
         self.image_pubs = [self.create_publisher(Image, t, common.SENSOR_QOS) for t in topics]
         self.joint_pub = self.create_publisher(JointState, common.JOINT_STATES_TOPIC, common.SENSOR_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, common.TOOL_POSE_TOPIC, common.SENSOR_QOS)
-        self.status_pub = self.create_publisher(String, common.EPISODE_STATUS_TOPIC, common.COMMAND_QOS)
+        self.status_pub = self.create_publisher(String, common.EPISODE_STATUS_TOPIC, common.COMMAND_QOS) \
+            if self.publish_status else None
+        self.object_pub = self.create_publisher(Float32MultiArray, common.OBJECT_STATE_TOPIC, common.SENSOR_QOS) \
+            if object_state else None
         if self.interface == "twist":
             self.command_sub = self.create_subscription(TwistStamped, twist_topic, self.on_twist, common.COMMAND_QOS)
         else:
@@ -171,7 +186,8 @@ class SimNode(Node):
                 and self.count_subscribers(common.ACTION_TOKENS_TOPIC) >= n
                 # every arm command writer the graph shows (the controller, its guard) matched with this reader
                 and self.command_sub.get_publisher_count() >= max(1, self.count_publishers(self.command_topic))
-                and self.status_pub.get_subscription_count() >= 2  # the tokenizer and the policy reset on it
+                # the tokenizer and the policy reset on it
+                and (self.status_pub is None or self.status_pub.get_subscription_count() >= 2)
                 and self.clock_pub.get_subscription_count() >= self.clock_subscribers)  # sim time everywhere
 
     def wait_for_stack(self) -> None:
@@ -267,8 +283,13 @@ class SimNode(Node):
             "sim_time": round(self.t, 6), "invalid_commands": self.invalid_commands,
             "seed": self.seed + self.episode,  # episode k resets with seed + k: logs can re-create it
         }))
-        if step == 0:  # a new episode: the nodes that reset on it (tokenizer, policy) hear of it before its images
+        if step == 0 and self.status_pub:  # a new episode: the nodes that reset on it hear of it before its images
             self.status_pub.publish(status)
+        if self.object_pub is not None:  # before the robot's state: a teleoperator acting on the joint states has it
+            from gato_robot.sim.env import PRIVILEGED_POSES, PRIVILEGED_VERTICES
+
+            rows = np.concatenate([obs[PRIVILEGED_POSES].reshape(3, -1), obs[PRIVILEGED_VERTICES].reshape(3, -1)], 1)
+            self.object_pub.publish(common.float32_array(rows))
         js = JointState()
         js.header.stamp = stamp
         js.name = [*self.embodiment.arm_joints, *self.embodiment.finger_joints]
@@ -286,7 +307,7 @@ class SimNode(Node):
         self.pose_pub.publish(pose)
         for key, pub in zip(self.camera_keys, self.image_pubs):
             pub.publish(common.rgb_image(obs[key], stamp, key[len(specs.CAMERA_PREFIX):]))
-        if step != 0:  # after the step's sensors: a recorder closes an episode's bag on its done status
+        if step != 0 and self.status_pub:  # after the step's sensors: a recorder closes an episode's bag on done
             self.status_pub.publish(status)
         self.waiting_since = time.monotonic() if self.lockstep else None
 

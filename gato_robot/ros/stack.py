@@ -53,6 +53,11 @@ NODES: tuple[NodeSpec, ...] = (
 
 # Not one of NODES (the stack runs without it): added by the ``record`` launch argument.
 RECORDER = NodeSpec("gato_recorder", "gato_recorder_node", "gato_robot.ros.recorder")
+# Recording demonstrations (``demos``): the robot and the controller only; a teleoperator drives /gato/action.
+POLICY_NODES = ("gato_tokenizer", "gato_policy")
+# The simulator as a stand-in for a robot: no episode status (the operator labels episodes), the objects' poses
+# for a scripted teleoperator, a new scene only when the operator asks for one (/sim/reset)
+SIM_AS_ROBOT = {"episode_status": False, "object_state": True, "start_paused": True, "auto_reset": False}
 
 # launch argument -> (default, description). Empty defaults mean "keep the parameter file's value".
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
@@ -67,6 +72,10 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
                         "file's, by default the model's recommendation (its sampling.json: the shipped model samples "
                         "at 1; greedy without one)"),
     "record": ("", "folder: also run the recorder (rosbag2/MCAP logs of the stack's topics, one per episode)"),
+    "demos": ("false", "true: record demonstrations: the robot (sim:=true: the simulator as a robot, without an "
+                       "episode status) and the controller, no tokenizer or policy; a teleoperator (gato-teleop, "
+                       "gato-scripted-operator) publishes /gato/action and the operator labels the episodes "
+                       "(gato-record --operator in a terminal, or record:=DIR and the recorder's services)"),
     "trusted_key": ("", "PEM public key: the policy node refuses a model not signed by its private key "
                         "(gato-sign-model; empty: the origin is not checked)"),
 }
@@ -141,9 +150,13 @@ def model_spec_parameters(model_dir: str | Path) -> dict[str, Any] | None:
 
 def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", camera_topics: str | Sequence[str] = "",
               command_interface: str = "", record: str = "", temperature: str | float = "",
-              trusted_key: str = "", robot: str = "") -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
+              trusted_key: str = "", robot: str = "", demos: str | bool = False
+              ) -> list[tuple[NodeSpec, Path, dict[str, Any]]]:
     """(node, parameter file, parameter overrides) for each node to start, in start order."""
     sim = parse_bool(sim)
+    demos = parse_bool(demos)
+    if demos and model:
+        raise ValueError("demos:=true runs no policy: model is not used (a policy teleoperator runs on its own)")
     params = Path(params_file) if params_file else default_params_file()
     if not params.is_file():
         raise ValueError(f"parameter file {params} does not exist")
@@ -157,12 +170,14 @@ def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", c
         cameras = [CAMERA_TOPIC.format(c) for c in from_model["cameras"]]
     plan = []
     for node in NODES:
-        if node.sim_only and not sim:
+        if (node.sim_only and not sim) or (demos and node.name in POLICY_NODES):
             continue
         overrides: dict[str, Any] = {}
         if sim and not node.sim_only:
             overrides["use_sim_time"] = True  # the sim node publishes /clock and stamps with sim time
-        if node.name == "gato_sim":
+        if node.name == "gato_sim" and demos:
+            overrides.update(SIM_AS_ROBOT)
+        elif node.name == "gato_sim":
             # the first episode waits for the pipeline (and the recorder) so that no step goes unseen or unlogged
             overrides["wait_for_subscribers"] = 2 if record else 1
         if sim and node.name == "gato_controller":
@@ -192,6 +207,8 @@ def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", c
             overrides["topics"] = [*(f"{c}:sensor_msgs/msg/Image:sensor" for c in cameras), *RECORDED_TOPICS]
         if model:
             overrides["policy"] = str(Path(model).expanduser().resolve())
+        if demos:  # episodes started, ended and labelled by the operator, through the recorder's services
+            overrides.update(episodes="operator", policy="teleoperation")
         plan.append((RECORDER, params, overrides))
     return plan
 
@@ -199,7 +216,7 @@ def node_plan(sim: str | bool = False, params_file: str = "", model: str = "", c
 # What the recorder logs besides the cameras when camera_topics is overridden (its default is the whole contract).
 RECORDED_TOPICS = ("/joint_states", "/gato/tool_pose", "/gato/observation", "/gato/action_tokens", "/gato/action",
                    "/servo_node/delta_twist_cmds", "/forward_velocity_controller/commands", "/gripper/command",
-                   "/gato/episode_status", "/clock")
+                   "/gato/episode_status", "/gato/teleop/intervention", "/clock")
 
 
 def _yaml_value(value: Any) -> str:
