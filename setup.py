@@ -92,6 +92,8 @@ setup(
             "gato-log-video = gato_robot.logs.video:main",
             "gato-import-lerobot = gato_robot.data.lerobot:import_main",
             "gato-export-lerobot = gato_robot.data.lerobot:export_main",
+            "gato-record-demos = gato_robot.ros.record_demos:main",
+            "gato-scripted-operator = gato_robot.ros.scripted_operator:main",
         ],
     },
 )
