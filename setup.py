@@ -94,6 +94,7 @@ setup(
             "gato-export-lerobot = gato_robot.data.lerobot:export_main",
             "gato-record-demos = gato_robot.ros.record_demos:main",
             "gato-scripted-operator = gato_robot.ros.scripted_operator:main",
+            "gato-teleop = gato_robot.ros.teleop:main",
         ],
     },
 )
