@@ -26,7 +26,7 @@ from gato_robot import wire
 from gato_robot.core import specs
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.ros import common, testing
-from gato_robot.ros.teleop import EPISODE_EVENT_TOPIC, INTERVENTION_TOPIC, POLICY_ACTION_TOKENS_TOPIC
+from gato_robot.ros.teleop import INTERVENTION_TOPIC, POLICY_ACTION_TOKENS_TOPIC
 
 pytestmark = pytest.mark.ros
 
@@ -110,7 +110,7 @@ class Rig:
         self.states = probe.publisher(common.JOINT_STATES_TOPIC, JointState, common.SENSOR_QOS)
         self.joy = probe.publisher("/joy", Joy, common.SENSOR_QOS)
         self.tokens = probe.publisher(POLICY_ACTION_TOKENS_TOPIC, Image, common.PIPELINE_PUB_QOS)
-        self.events = probe.publisher(EPISODE_EVENT_TOPIC, String, common.COMMAND_QOS)
+        self.events = probe.publisher(common.EPISODE_EVENT_TOPIC, String, common.COMMAND_QOS)
         self.stamp = 100.0
 
     def wait_ready(self, inputs: list) -> None:
@@ -229,8 +229,8 @@ def test_joy_deadman_and_a_silent_gamepad(rig_for):
     time.sleep(max(0.0, last_joy + 0.65 - time.monotonic()))
     for _ in range(3):
         assert zero(rig.step())
+    rig.probe.wait_for(lambda: len(rig.flag_values()) == len(rig.received()), 5, "one flag per action")
     assert all(rig.flag_values())  # the operator is the source: every action an intervention
-    assert len(rig.flag_values()) == len(rig.received())
     assert rig.node.stop() == 0
 
 
@@ -323,7 +323,7 @@ def test_policy_relay_with_a_joy_override_flags_the_interventions(rig_for):
     np.testing.assert_array_equal(action, expected_policy)
     rig.tokens.publish(tokens_message(np.zeros(5, np.int32), stamp + 2 * STEP_S))  # invalid ids: dropped
     time.sleep(0.3)
-    assert len(rig.received()) == len(rig.flag_values())
+    rig.probe.wait_for(lambda: len(rig.flag_values()) == len(rig.received()), 5, "one flag per action")
     assert rig.node.stop() == 0
     assert "dropped policy action tokens" in rig.node.log()
 

@@ -13,7 +13,7 @@ Sources (parameter ``source``):
 
 Outputs: /gato/action (sensor_msgs/Image 32FC1, 1 x A, reliable; the controller safety-filters it exactly as the
 policy's tokens: this node never publishes an arm command) and /gato/teleop/intervention (std_msgs/Bool, one per
-action, published just before it: true when the operator's action is the action; always true for keyboard and
+action, published right after it: true when the operator's action is the action; always true for keyboard and
 joy), so a recorded log carries the DAgger labels.
 
 Pacing: keyboard and joy publish one action per new /joint_states message (its stamp: the controller judges the
@@ -65,7 +65,6 @@ from gato_robot.ros import common
 
 INTERVENTION_TOPIC = "/gato/teleop/intervention"
 POLICY_ACTION_TOKENS_TOPIC = "/gato/policy/action_tokens"  # the policy node's /gato/action_tokens, remapped
-EPISODE_EVENT_TOPIC = "/gato/episode_event"  # the recorder's operator events (common.EPISODE_EVENT_TOPIC to come)
 SOURCES = ("keyboard", "joy", "policy")
 OVERRIDES = ("none", "keyboard", "joy")
 KEY_POLL_S = 0.02  # s: how often the terminal is read (a key's latency)
@@ -153,7 +152,7 @@ class TeleopNode(Node):
         policy_topic = d("policy_topic", POLICY_ACTION_TOKENS_TOPIC, "policy source: action tokens topic")
         state_topic = d("state_topic", common.JOINT_STATES_TOPIC, "robot state: one action per new message")
         self.follow = d("follow_episodes", False, "publish only between an episode start and its end / discard")
-        event_topic = d("episode_event_topic", EPISODE_EVENT_TOPIC, "the recorder's episode events")
+        event_topic = d("episode_event_topic", common.EPISODE_EVENT_TOPIC, "the recorder's episode events")
         rate_hz = d(
             "rate_hz",
             -1.0,
@@ -322,10 +321,10 @@ class TeleopNode(Node):
         self.publish(decision.action, decision.intervention, msg.header.stamp)
 
     def publish(self, action: np.ndarray, intervention: bool, stamp: object) -> None:
-        self.flag_pub.publish(Bool(data=bool(intervention)))
         self.action_pub.publish(
             common.array_image(np.asarray(action, np.float32).reshape(1, self.width), wire.ACTION_ENCODING, stamp)
         )
+        self.flag_pub.publish(Bool(data=bool(intervention)))  # right after its action, as the scripted operator
         self.published += 1
         self.interventions += int(intervention)
         self.last_action = action
