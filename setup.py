@@ -36,8 +36,9 @@ EXTRAS = {
     "signing": ["model-signing>=1.1,<1.2", "pyopenssl>=24"],
     # colcon: the build tests; catkin-pkg: package.xml checks (colcon-ros pulls it in too)
     "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.8", "colcon-common-extensions>=0.3", "catkin-pkg>=1.0"],
-    # issue 8's domains: BabyAI (minigrid, pulls pygame-ce), Meta-World (pins its MuJoCo), PNG/JPEG reading
-    "domains": ["minigrid>=3.0", "metaworld>=3.1", "imageio>=2.30", "h5py>=3.10"],
+    # issue 8's domains: BabyAI (minigrid, pulls pygame-ce), Meta-World (pins its MuJoCo), PNG/JPEG reading,
+    # Hugging Face datasets' Parquet/Arrow shards (pyarrow; not the datasets library itself)
+    "domains": ["minigrid>=3.0", "metaworld>=3.1", "imageio>=2.30", "h5py>=3.10", "pyarrow>=15"],
     # rosbag2 / MCAP logs: pure Python, no ROS install needed
     "logs": ["rosbags>=0.11", "mcap>=1.6", "h5py>=3.10", "imageio>=2.30", "imageio-ffmpeg>=0.5", "matplotlib>=3.8"],
     # LeRobotDataset v3 in and out (gato_robot.data.lerobot): Parquet (pyarrow) and video (PyAV, which bundles
