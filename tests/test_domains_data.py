@@ -191,12 +191,15 @@ def test_damaged_images_are_reported_skipped_then_stop_the_run(root, tmp_path, c
     files[0].write_bytes(b"not a png")
     files[1].unlink()
     kw = dict(context=CONTEXT, seed=0, stream=0, domain_id=3, image_size=64, text_model=None)
-    ds = vision.CaptionDataset([scenes], max_damaged=2, **kw)
     with caplog.at_level(logging.WARNING):
+        ds = vision.CaptionDataset([scenes], max_damaged=2, **kw)
         for i in range(60):
             ds[i]
-    assert set(ds.damage.damaged) == {str(files[0]), str(files[1])}
+    assert set(ds.damage.damaged) == {str(files[0])}, "an undecodable image is reported when drawn"
+    assert "1 missing image files: their 1 entries skipped" in caplog.text, "a missing one is skipped at load"
     assert str(files[0]) in caplog.text and str(files[1]) in caplog.text
+    assert str(files[1]) not in {e[0] for e in ds.entries}
+    files[2].write_bytes(b"not a png either")
     ds = vision.CaptionDataset([scenes], max_damaged=1, **kw)
     with pytest.raises(DomainDataError, match="max_damaged=1"):
         for i in range(60):

@@ -73,11 +73,13 @@ class DomainConfig:
     """One data source of a multi-domain mixture (``data.domains``; see docs/domains.md).
 
     ``kind``: control episodes (``babyai``, ``metaworld``, ``rgb_stacking``, ``episodes``: HDF5 episode folders),
-    ``text`` (.txt/.md/.jsonl files or folders), ``caption`` (COCO-style captions.json + images) or ``vqa``
-    (VQA-style questions.json/annotations.json + images). ``weight``: relative sampling probability.
-    ``rollout_tasks``: levels/tasks/triplets evaluated by rolling out the policy (babyai, metaworld, rgb_stacking).
-    On the command line: ``--set data.domains=babyai:DIR@2#GoToRedBall,text:FILE_OR_DIR@0.5`` (kind:paths@weight
-    #rollout tasks, paths and tasks joined by '+', name = kind); anything more in a ``--config`` JSON.
+    ``text`` (.txt/.md/.jsonl files, Hugging Face .parquet/.arrow shards; files, folders or globs), ``caption``
+    (COCO captions JSON + images, or image-text shards) or ``vqa`` (VQA v1/v2 questions + annotations JSON + images).
+    ``weight``: relative sampling probability. ``rollout_tasks``: levels/tasks/triplets evaluated by rolling out the
+    policy (babyai, metaworld, rgb_stacking). On the command line: ``--set data.domains=babyai:DIR@2#GoToRedBall,
+    text:FILE_OR_DIR@0.5`` (kind:paths@weight#rollout tasks, paths and tasks joined by '+', name = kind), then any
+    other field of a domain by its name: ``--set data.domains.vqa.image_pattern=COCO_val2014_{image_id:012d}.jpg``;
+    or a ``--config`` JSON.
     """
 
     name: str
@@ -87,8 +89,13 @@ class DomainConfig:
     eval_paths: tuple[str, ...] = ()  # held-out data; empty: data.eval_fraction of this domain's data
     return_fraction: float = 0.8  # Gato's filter (control): keep return >= this x the expert's; 0 keeps all
     image_size: int = 64  # caption/vqa: images resized to this square size (multiple of 16)
-    images: str | None = None  # caption/vqa: image folder; None: <json folder>/images
-    text_field: str = "text"  # text: the JSONL field holding a document
+    images: str | None = None  # caption/vqa: image folder; None: <json folder>/images, or COCO/VQA's own layout
+    # vqa: image file names, fields {image_id} (e.g. {image_id:012d}) and {split} (the questions file's subtype,
+    # e.g. val2014); None: COCO_<split>_<12-digit id>.jpg, <12-digit id>.jpg, ... whichever finds the images
+    image_pattern: str | None = None
+    # text: the JSONL field / shard column holding a document (None: "text"); caption shards: the caption column
+    # (None: "caption", else "text")
+    text_field: str | None = None
     rollout_tasks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -105,6 +112,14 @@ class DomainConfig:
         _fraction(where, return_fraction=self.return_fraction)
         if self.image_size <= 0 or self.image_size % 16:
             raise ValueError(f"{where}.image_size must be a positive multiple of 16, got {self.image_size}")
+        if self.image_pattern is not None:
+            if self.kind != "vqa":
+                raise ValueError(f"{where}.image_pattern names VQA images; a {self.kind} domain does not read it")
+            try:
+                self.image_pattern.format(image_id=42, split="val2014")
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(f"{where}.image_pattern {self.image_pattern!r}: the fields are {{image_id}} and "
+                                 f"{{split}}, e.g. COCO_{{split}}_{{image_id:012d}}.jpg ({type(e).__name__}: {e})") from e
         if self.rollout_tasks and self.kind not in ("babyai", "metaworld", "rgb_stacking"):
             raise ValueError(f"{where}: rollout_tasks need an environment (babyai, metaworld, rgb_stacking)")
 
@@ -471,11 +486,15 @@ def preset(name: str) -> TrainConfig:
 # Overrides: "section.field=value" strings, typed by the dataclass annotations
 # ----------------------------------------------------------------------------------------------------------
 def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
-    """A new config with ``section.field=value`` overrides applied (and re-validated)."""
+    """A new config with ``section.field=value`` overrides applied (and re-validated); a field of one domain of the
+    mixture: ``data.domains.<name>.<field>=value`` (after the domain exists: in the preset or an earlier override)."""
     d = config.to_dict()
     for item in overrides:
         key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
+        if sep and len(parts) == 4 and parts[:2] == ["data", "domains"] and all(parts):
+            _override_domain(d["data"], parts[2], parts[3], raw.strip(), item)
+            continue
         if not sep or len(parts) > 2 or not all(parts):
             raise ValueError(f"override {item!r}: expected section.field=value, e.g. optim.lr=3e-4")
         section_name = parts[0] if len(parts) == 2 else None
@@ -492,6 +511,20 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
             raise ValueError(f"override {item!r}: {cls.__name__} has no field {parts[1]!r}; fields: {sorted(hints)}")
         d[section_name][parts[1]] = _parse(raw.strip(), hints[parts[1]], key)
     return TrainConfig.from_dict(d)
+
+
+def _override_domain(data: dict[str, Any], name: str, field: str, raw: str, item: str) -> None:
+    hints = typing.get_type_hints(DomainConfig)
+    # an earlier override in this call may have left command-line strings (kind:paths@weight)
+    domains = data["domains"] = [dataclasses.asdict(DomainConfig.parse(x)) if isinstance(x, str) else x
+                                 for x in data["domains"]]
+    match = [dom for dom in domains if dom["name"] == name]
+    if not match:
+        raise ValueError(f"override {item!r}: no domain named {name!r} in data.domains "
+                         f"{[dom['name'] for dom in domains]}; set data.domains first")
+    if field not in hints:
+        raise ValueError(f"override {item!r}: DomainConfig has no field {field!r}; fields: {sorted(hints)}")
+    match[0][field] = _parse(raw, hints[field], f"data.domains.{name}.{field}")
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:

@@ -78,19 +78,23 @@ def _control(d: DomainConfig, k: int, cfg: TrainConfig, context: int) -> tuple[A
 def _other(d: DomainConfig, k: int, cfg: TrainConfig, context: int) -> tuple[Any, Any]:
     from gato_robot.domains import text, vision
 
-    def make(split: str, stream: int, paths: Sequence[str]) -> Any:
+    def make(split: str, stream: int, paths: Sequence[str], train: bool) -> Any:
         kw: dict[str, Any] = dict(context=context, seed=cfg.run.seed, stream=stream, domain_id=k,
                                   max_damaged=cfg.data.max_damaged, name=d.name, split=split,
                                   eval_fraction=cfg.data.eval_fraction)
         if d.kind == "text":
             return text.TextDataset(paths, field=d.text_field, **kw)
-        cls = vision.CaptionDataset if d.kind == "caption" else vision.VQADataset
-        return cls(paths, images=d.images, image_size=d.image_size, text_model=None, **kw)
+        # held-out samples use Gato's evaluation patch positions (rounded means), training ones random positions
+        kw.update(images=d.images, image_size=d.image_size, text_model=None, train=train)
+        if d.kind == "caption":
+            return vision.CaptionDataset(paths, text_field=d.text_field, **kw)
+        return vision.VQADataset(paths, image_pattern=d.image_pattern, **kw)
 
+    train_stream, held_stream = _DOMAIN_STREAM + 2 * k, _DOMAIN_STREAM + 2 * k + 1
     try:
         if d.eval_paths:
-            return make("all", _DOMAIN_STREAM + 2 * k, d.paths), make("all", _DOMAIN_STREAM + 2 * k + 1, d.eval_paths)
-        return make("train", _DOMAIN_STREAM + 2 * k, d.paths), make("eval", _DOMAIN_STREAM + 2 * k + 1, d.paths)
+            return make("all", train_stream, d.paths, True), make("all", held_stream, d.eval_paths, False)
+        return make("train", train_stream, d.paths, True), make("eval", held_stream, d.paths, False)
     except DomainDataError as e:
         raise data.DataError(str(e)) from e
 

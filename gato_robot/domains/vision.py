@@ -1,27 +1,44 @@
-"""Image captions (COCO-style) and visual question answering (VQA-style): readers for users' data and a scene
-generator that writes the same formats with true captions and answers.
+"""Image captions (COCO) and visual question answering (VQA v1/v2): readers for the files these datasets ship as,
+and a scene generator that writes the same formats with true captions and answers.
 
-Formats (what COCO 2014/2017 and VQA v2 ship; only these fields are read):
-- ``captions.json``: ``{"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}``
-- ``questions.json``: ``{"questions": [{"question_id", "image_id", "question"}]}`` and ``annotations.json``:
-  ``{"annotations": [{"question_id", "multiple_choice_answer" | "answers": [{"answer"}]}]}``; the images are those
-  of ``captions.json``'s ``images`` list when present, else files named by ``image_id`` via ``image_pattern``.
-- images: a folder (default ``<json folder>/images``), any format imageio reads (PNG, JPEG); grey and RGBA are
+Formats (only these fields are read):
+- captions: COCO's ``annotations/captions_<split>.json`` (or ``captions.json``): ``{"images": [{"id",
+  "file_name"}], "annotations": [{"image_id", "caption"}]}``; images by ``file_name``.
+- VQA: the official ``v2_OpenEnded_mscoco_<split>_questions.json`` (``{"data_subtype", "questions": [{"question_id",
+  "image_id", "question"}]}``) and ``v2_mscoco_<split>_annotations.json`` (``{"annotations": [{"question_id",
+  "multiple_choice_answer", "answers": [10 x {"answer", ...}]}]}``; v1 without ``v2_``), or ``questions.json`` +
+  ``annotations.json``. The answer is ``multiple_choice_answer`` (the most common of the ten), else the most common
+  of ``answers``. Images: a questions file's ``images`` list when present, else ``image_pattern`` (fields
+  ``{image_id}``, ``{split}``), else the first of ``AUTO_PATTERNS`` that finds them: COCO 2014's
+  ``COCO_val2014_000000000042.jpg``, COCO 2017's ``000000000042.jpg``.
+- image folder: ``images`` when given, else the first that exists of ``<json folder>/images``, ``<json
+  folder>/<split>``, ``<json folder>/../<split>`` (COCO: ``annotations/`` beside ``val2017/``) and
+  ``<json folder>/../Images/mscoco/<split>`` (the VQA API's layout); any format imageio reads; grey and RGBA are
   made RGB; every image is resized to ``image_size`` x ``image_size`` (the tokenizer's resize policy).
+- image-text shards of Hugging Face ``datasets`` (captions): ``.parquet`` / ``.arrow`` files with an ``Image``
+  column (``{bytes, path}``) and a caption column (``text_field``; default ``caption``, else ``text``; a list of
+  strings gives one drawn per sample), read a row group at a time (``gato_robot.domains.shards``).
+
+A missing image file (a partial download, a wrong folder) is found at load: its captions/questions are skipped,
+counted and logged; none found stops with the first expected path. An image that exists but does not decode is
+reported with its path when drawn and the sample redrawn (deterministically), up to ``max_damaged`` files.
 
 Samples (``samples.image_text_block``): caption = image patches then caption tokens (targets); VQA = patches, the
-question as context ("question: ... answer:", not a target), then the answer (targets). A missing or undecodable
-image is reported with its path and the sample redrawn (deterministically), up to ``max_damaged`` files.
+question as context ("question: ... answer:", not a target), then the answer (targets). Patch positions: drawn
+inside their intervals for training samples, the rounded means for held-out ones (``train=False``; Gato's
+evaluation positions).
 
 Generator: ``render_scene`` draws 2-3 coloured shapes (square, circle, triangle) in up to three columns on a
 plain floor, possibly one stacked on another, in pure numpy (fast, bit-exact for a seed); the caption and the
 question/answer pairs are computed from the scene state (colours, shapes, which is on top, left/right, count).
 """
-
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
+import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +48,7 @@ import numpy as np
 
 from gato_robot.core import vocab
 from gato_robot.core.tokenizer import TextTokenizer, resize_image
+from gato_robot.domains import shards
 from gato_robot.domains.damage import DamageLog, DomainDataError
 from gato_robot.domains.samples import image_text_block, split_keys, to_sample
 
@@ -41,6 +59,8 @@ SHAPES = ("square", "circle", "triangle")
 NUMBERS = {1: "one", 2: "two", 3: "three"}
 _RETRIES = 8
 _CACHE = 256  # decoded images kept per process
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -160,11 +180,25 @@ def generate(out: str | Path, images: int = 100, seed: int = 0, size: int = 64,
 # ----------------------------------------------------------------------------------------------------------
 # Readers
 # ----------------------------------------------------------------------------------------------------------
-def load_image(path: str | Path) -> np.ndarray:
-    """An (H, W, 3) uint8 image; grey is repeated, alpha dropped. Raises OSError/ValueError if unreadable."""
+# VQA's official names (visualqa.org; v1 without the v2_ prefix): v2_OpenEnded_mscoco_<subtype>_questions.json and
+# v2_mscoco_<subtype>_annotations.json, subtype train2014 / val2014 / test2015 / test-dev2015 (no annotations).
+_VQA_QUESTIONS = re.compile(r"^(?P<v>v2_)?OpenEnded_mscoco_(?P<subtype>.+)_questions\.json$")
+_COCO_CAPTIONS = re.compile(r"^captions_(?P<subtype>.+)\.json$")  # COCO's annotations/captions_val2017.json
+# Image names tried, in order, for a VQA domain without an image_pattern ({split}: the file's subtype): COCO 2014
+# (COCO_val2014_000000000042.jpg), COCO 2017 and later (000000000042.jpg), each also in a <subtype> folder; then the
+# generator's. The one that finds most of the first _PROBE questions' images is used for all.
+AUTO_PATTERNS = ("COCO_{split}_{image_id:012d}.jpg", "{split}/COCO_{split}_{image_id:012d}.jpg",
+                 "{image_id:012d}.jpg", "{split}/{image_id:012d}.jpg", "{image_id}.png", "{image_id}.jpg")
+_PROBE = 50
+CAPTION_FIELDS = ("caption", "text")  # image-text shards: the caption column when text_field is not set
+
+
+def load_image(source: str | Path | bytes) -> np.ndarray:
+    """An (H, W, 3) uint8 image from a file or its encoded bytes; grey is repeated, alpha dropped. Raises
+    OSError/ValueError if unreadable."""
     import imageio.v3 as iio
 
-    img = np.asarray(iio.imread(path))
+    img = np.asarray(iio.imread(source))
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     if img.ndim != 3 or img.shape[2] not in (3, 4):
@@ -184,102 +218,350 @@ def _json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _files(source: Path, name: str) -> tuple[Path, Path]:
-    """(json file, image folder) for a dataset folder or a json file."""
-    js = source / name if source.is_dir() else source
-    return js, js.parent / IMAGES
+def _one(src: Path, found: list[Path], what: str, expected: str) -> Path:
+    if not found:
+        raise DomainDataError(f"{src}: no {what}: expected {expected}")
+    if len(found) > 1:
+        raise DomainDataError(f"{src} holds {what} of several splits ({', '.join(f.name for f in found)}): point the "
+                              "domain's paths at one file and its eval_paths at another")
+    return found[0]
 
 
-class _ImageTextDataset:
-    """Shared sampling: entries of (image path, context text or None, target text)."""
+def caption_file(src: Path) -> tuple[Path, str | None]:
+    """(captions JSON, its subtype) of a source: a file, or a folder holding ``captions.json`` or one COCO
+    ``captions_<subtype>.json`` (searched recursively: COCO's ``annotations/`` folder)."""
+    js = src
+    if src.is_dir():
+        js = src / CAPTIONS if (src / CAPTIONS).is_file() else _one(
+            src, sorted(f for f in src.rglob("captions_*.json") if _COCO_CAPTIONS.match(f.name)), "captions",
+            f"{CAPTIONS} or COCO's annotations/captions_<split>.json")
+    m = _COCO_CAPTIONS.match(js.name)
+    return js, m.group("subtype") if m else None
 
-    def __init__(self, entries: list[tuple[str, str | None, str]], *, context: int, seed: int, stream: int,
-                 domain_id: int, max_damaged: int, image_size: int, text_model: str | None, name: str,
-                 split: str = "all", eval_fraction: float = 0.05) -> None:
-        keep = split_keys([e[0] for e in entries], split, eval_fraction)  # held out by image, never by caption
-        entries = [e for e in entries if e[0] in keep]
-        if not entries:
-            raise DomainDataError(f"{name}: no entries")
-        if image_size % vocab.PATCH_SIZE:
-            raise ValueError(f"{name}: image_size {image_size} must be a multiple of {vocab.PATCH_SIZE}")
-        self.entries, self.context, self.seed, self.stream = entries, context, seed, stream
-        self.domain_id, self.image_size, self.name = domain_id, image_size, name
-        self.max_tokens = min(context, vocab.MAX_TOKENS_PER_TIMESTEP)
-        self.damage = DamageLog(name, max_damaged)
-        self.tok = TextTokenizer(text_model)
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self.entries)
+def _vqa_annotations(questions: Path) -> Path | None:
+    m = _VQA_QUESTIONS.match(questions.name)
+    if not m:
+        return questions.parent / ANSWERS
+    name = f"{m.group('v') or ''}mscoco_{m.group('subtype')}_annotations.json"
+    # beside the questions, or the VQA API's layout: <root>/Questions/..., <root>/Annotations/...
+    for folder in (questions.parent, questions.parent.parent / "Annotations", questions.parent.parent):
+        if (folder / name).is_file():
+            return folder / name
+    return None
 
-    def _image(self, path: str) -> np.ndarray:
-        if path in self._cache:
-            self._cache.move_to_end(path)
-            return self._cache[path]
-        img = resize_image(load_image(path), self.image_size, self.image_size)
-        self._cache[path] = img
-        if len(self._cache) > _CACHE:
-            self._cache.popitem(last=False)
-        return img
 
-    def block(self, rng: np.random.Generator):
-        for _ in range(_RETRIES):
-            path, ctx, target = self.entries[int(rng.integers(len(self.entries)))]
-            if path in self.damage:
-                continue
+def vqa_files(src: Path) -> tuple[Path, Path, str | None]:
+    """(questions, annotations, subtype) of a source: a questions file (an official name finds its annotations
+    beside it or in ``../Annotations``; another name, ``annotations.json`` beside it), or a folder holding
+    ``questions.json`` + ``annotations.json`` or one official pair (searched recursively; test-dev questions, which
+    have no annotations, are passed over)."""
+    q = src
+    if src.is_dir():
+        q = src / QUESTIONS if (src / QUESTIONS).is_file() else _one(
+            src, sorted(f for f in src.rglob("*.json") if _VQA_QUESTIONS.match(f.name) and _vqa_annotations(f)),
+            "VQA questions with annotations", "v2_OpenEnded_mscoco_<split>_questions.json and "
+            "v2_mscoco_<split>_annotations.json (VQAv2's names), or questions.json and annotations.json")
+    a = _vqa_annotations(q)
+    m = _VQA_QUESTIONS.match(q.name)
+    if a is None:
+        raise DomainDataError(f"{q}: no annotations (answers) file: expected "
+                              f"{q.parent / ((m.group('v') or '') + 'mscoco_' + m.group('subtype') + '_annotations.json')}")
+    return q, a, m.group("subtype") if m else None
+
+
+def image_folder(js: Path, subtype: str | None, images: str | None) -> Path:
+    """``images`` when set, else the first folder that exists of: ``<json folder>/images``, then for an official
+    file ``<json folder>/<subtype>``, ``<json folder>/../<subtype>`` (COCO: annotations/ beside val2017/) and
+    ``<json folder>/../Images/mscoco/<subtype>`` (the VQA API's layout)."""
+    if images:
+        return Path(images)
+    options = [js.parent / IMAGES]
+    if subtype:
+        up = js.parent.parent
+        options += [js.parent / subtype, up / subtype, up / "Images" / "mscoco" / subtype, up / "Images" / subtype]
+    return next((o for o in options if o.is_dir()), options[0])
+
+
+class _Listing:
+    """Which files exist: one directory listing per folder (fast for COCO's 100k-image folders)."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, set[str]] = {}
+
+    def exists(self, path: str) -> bool:
+        folder, name = os.path.split(path)
+        if folder not in self._names:
             try:
-                img = self._image(path)
-            except (OSError, ValueError) as e:
-                self.damage.report(path, f"{type(e).__name__}: {e}")
-                continue
-            ctx_ids = self.tok.encode(ctx) if ctx else None
-            return image_text_block(img, ctx_ids, self.tok.encode(target), self.max_tokens)
-        raise DomainDataError(f"{self.name}: {_RETRIES} draws in a row hit damaged images; see the warnings above")
+                self._names[folder] = set(os.listdir(folder or "."))
+            except OSError:
+                self._names[folder] = set()
+        return name in self._names[folder]
 
-    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.stream, int(i)])
-        return to_sample(self.block(rng), self.context, rng, self.domain_id)
+
+def format_pattern(pattern: str, image_id: Any, split: str | None) -> str:
+    """An image file name from ``pattern`` (fields ``{image_id}``, e.g. ``{image_id:012d}``, and ``{split}``)."""
+    return pattern.format(image_id=image_id, split=split or "")
+
+
+def choose_pattern(folder: Path, image_ids: Sequence[Any], split: str | None, listing: _Listing,
+                   where: Path) -> str:
+    """The ``AUTO_PATTERNS`` entry that finds most of the first ``_PROBE`` image ids' files in ``folder``."""
+    probe = list(dict.fromkeys(image_ids))[:_PROBE]
+    best, hits = None, 0
+    for pattern in AUTO_PATTERNS:
+        if "{split}" in pattern and not split:
+            continue
+        try:
+            n = sum(listing.exists(str(folder / format_pattern(pattern, i, split))) for i in probe)
+        except (ValueError, TypeError):  # e.g. {image_id:012d} for string ids
+            continue
+        if n > hits:
+            best, hits = pattern, n
+    if best is None:
+        tried = ", ".join(format_pattern(p, probe[0], split) for p in AUTO_PATTERNS
+                          if split or "{split}" not in p) if probe else "-"
+        raise DomainDataError(
+            f"{where}: none of the first {len(probe)} questions' images is in {folder} (tried {tried}): set the "
+            "domain's images (the folder) and image_pattern (e.g. 'COCO_val2014_{image_id:012d}.jpg')")
+    return best
 
 
 def _image_paths(data: dict[str, Any], folder: Path) -> dict[Any, str]:
     return {im["id"]: str(folder / im["file_name"]) for im in data.get("images", []) if "id" in im and "file_name" in im}
 
 
+def _present(entries: list[tuple[str, str | None, str]], name: str,
+             listing: _Listing) -> list[tuple[str, str | None, str]]:
+    """The entries whose image file exists; the others are skipped, counted and logged (a partial download)."""
+    missing = sorted({e[0] for e in entries if not listing.exists(e[0])})
+    if not missing:
+        return entries
+    kept = [e for e in entries if listing.exists(e[0])]
+    if not kept:
+        raise DomainDataError(f"{name}: none of the {len({e[0] for e in entries})} image files exists, e.g. "
+                              f"{missing[0]}: set the domain's images (the folder) or image_pattern")
+    log.warning("%s: %d missing image files: their %d entries skipped (e.g. %s)", name, len(missing),
+                len(entries) - len(kept), missing[0])
+    return kept
+
+
+def hf_image(value: Any, shard: str) -> np.ndarray:
+    """A ``datasets`` Image value ({bytes, path}, raw bytes, or a path relative to the shard's folder) decoded."""
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return load_image(bytes(value["bytes"]))
+        value = value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        return load_image(bytes(value))
+    if isinstance(value, str) and value:
+        p = Path(value)
+        return load_image(p if p.is_absolute() else Path(shard).parent / p)
+    raise ValueError("an image value with neither bytes nor a path")
+
+
+def image_column(schema: Any) -> str:
+    """The column of a shard holding images: a ``datasets`` Image feature, else a struct with ``bytes``, else
+    ``image``."""
+    for name, f in shards.hf_features(schema).items():
+        if isinstance(f, dict) and f.get("_type") == shards.HF_IMAGE and name in schema.names:
+            return name
+    for field in schema:
+        t = field.type
+        if hasattr(t, "num_fields") and "bytes" in [t.field(i).name for i in range(t.num_fields)]:
+            return field.name
+    if "image" in schema.names:
+        return "image"
+    raise ValueError(f"no image column (a datasets Image feature or a struct {{bytes, path}}); columns: {schema.names}")
+
+
+class ShardError(Exception):
+    """A shard's row group / record batch that does not decode: ``path`` and why."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+        self.path, self.why = path, why
+
+
+class ShardPairs:
+    """Image-text pairs stored as Hugging Face shards (``gato_robot.domains.shards``), one row each: an image column
+    and a caption column (a string, or a list of strings of which one is drawn). Read a row group at a time."""
+
+    def __init__(self, files: Sequence[Path], *, text_field: str | None, split: str, eval_fraction: float,
+                 damage: DamageLog) -> None:
+        chunks: list[shards.Chunk] = []
+        self.columns: dict[str, tuple[str, str]] = {}
+        for f in files:
+            try:
+                schema = shards.schema_of(f)
+                text = text_field or next((c for c in CAPTION_FIELDS if c in schema.names), CAPTION_FIELDS[0])
+                self.columns[str(f)] = (image_column(schema), text)
+                chunks += shards.scan(f, text)
+            except (OSError, ValueError) as e:
+                damage.report(str(f), f"{type(e).__name__}: {e}")
+        self.chunks = shards.split_chunks(chunks, split, eval_fraction)
+        self._ends = np.cumsum([c.rows for c in self.chunks])
+        self.reader = shards.ShardReader(chunks=4)
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def pair(self, k: int, rng: np.random.Generator) -> tuple[str, Callable[[], np.ndarray], str | None]:
+        """(cache key naming the file and row, image loader, caption or None)."""
+        ci = int(np.searchsorted(self._ends, k, side="right"))
+        c = self.chunks[ci]
+        r = k - (int(self._ends[ci - 1]) if ci else 0)
+        image_col, text_col = self.columns[c.path]
+        try:
+            table = self.reader.read(c, [image_col, text_col])
+        except (OSError, ValueError) as e:
+            raise ShardError(c.path, f"{type(e).__name__}: {e} (part {c.part})") from e
+        image, text = table.column(0)[r].as_py(), table.column(1)[r].as_py()
+        if isinstance(text, list):
+            texts = [t for t in text if isinstance(t, str) and t.strip()]
+            text = texts[int(rng.integers(len(texts)))] if texts else None
+        key = f"{c.path} (part {c.part}, row {c.start + r})"
+        caption = text.strip() if isinstance(text, str) and text.strip() else None
+        return key, lambda: hf_image(image, c.path), caption
+
+
+class _ImageTextDataset:
+    """Shared sampling over entries of (image path, context text or None, target text) from JSON files, and rows of
+    image-text shards. ``train``: patch positions drawn inside their intervals; held out (False): their rounded
+    means (Gato's evaluation positions, ``core.sequence.collate``)."""
+
+    def __init__(self, entries: list[tuple[str, str | None, str]], *, context: int, seed: int, stream: int,
+                 domain_id: int, max_damaged: int, image_size: int, text_model: str | None, name: str,
+                 split: str = "all", eval_fraction: float = 0.05, train: bool = True,
+                 pairs: ShardPairs | None = None, damage: DamageLog | None = None) -> None:
+        if entries:
+            entries = _present(entries, name, _Listing())
+        keep = split_keys([e[0] for e in entries], split, eval_fraction)  # held out by image, never by caption
+        entries = [e for e in entries if e[0] in keep]
+        self.pairs = pairs if pairs is not None and len(pairs) else None
+        if not entries and self.pairs is None:
+            raise DomainDataError(f"{name}: no entries")
+        if image_size % vocab.PATCH_SIZE:
+            raise ValueError(f"{name}: image_size {image_size} must be a multiple of {vocab.PATCH_SIZE}")
+        self.entries, self.context, self.seed, self.stream = entries, context, seed, stream
+        self.domain_id, self.image_size, self.name, self.train = domain_id, image_size, name, train
+        self.max_tokens = min(context, vocab.MAX_TOKENS_PER_TIMESTEP)
+        self.damage = damage or DamageLog(name, max_damaged)
+        self.tok = TextTokenizer(text_model)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.entries) + (len(self.pairs) if self.pairs else 0)
+
+    def _image(self, key: str, load: Callable[[], np.ndarray]) -> np.ndarray:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        img = resize_image(load(), self.image_size, self.image_size)
+        self._cache[key] = img
+        if len(self._cache) > _CACHE:
+            self._cache.popitem(last=False)
+        return img
+
+    def _draw(self, rng: np.random.Generator) -> tuple[str, Callable[[], np.ndarray], str | None, str | None]:
+        k = int(rng.integers(len(self)))
+        if k < len(self.entries):
+            path, ctx, target = self.entries[k]
+            return path, lambda: load_image(path), ctx, target
+        key, load, caption = self.pairs.pair(k - len(self.entries), rng)
+        return key, load, None, caption
+
+    def block(self, rng: np.random.Generator):
+        for _ in range(_RETRIES):
+            try:
+                key, load, ctx, target = self._draw(rng)
+            except ShardError as e:
+                self.damage.report(e.path, e.why)
+                continue
+            if key in self.damage or target is None:
+                continue
+            try:
+                img = self._image(key, load)
+            except (OSError, ValueError) as e:
+                self.damage.report(key, f"{type(e).__name__}: {e}")
+                continue
+            ctx_ids = self.tok.encode(ctx) if ctx else None
+            return image_text_block(img, ctx_ids, self.tok.encode(target), self.max_tokens)
+        raise DomainDataError(f"{self.name}: {_RETRIES} draws in a row hit damaged images or empty captions; see the "
+                              "warnings above")
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.stream, int(i)])
+        return to_sample(self.block(rng), self.context, rng if self.train else None, self.domain_id)
+
+
+def _is_shards(src: Path) -> bool:
+    if src.is_dir():
+        return not (src / CAPTIONS).is_file() and not any(src.rglob("captions_*.json")) and any(
+            f.suffix in shards.SHARD_SUFFIXES for f in src.rglob("*"))
+    return src.suffix in shards.SHARD_SUFFIXES or (not src.exists() and any(ch in str(src) for ch in "*?["))
+
+
 class CaptionDataset(_ImageTextDataset):
-    def __init__(self, sources: Sequence[str | Path], *, images: str | None = None, **kw: Any) -> None:
+    """COCO captions (``captions.json`` or COCO's ``captions_<split>.json``, images by their ``file_name``) and
+    image-text shards of Hugging Face ``datasets`` (.parquet / .arrow: an Image column and ``text_field``, default
+    ``caption`` else ``text``)."""
+
+    def __init__(self, sources: Sequence[str | Path], *, images: str | None = None, text_field: str | None = None,
+                 **kw: Any) -> None:
+        kw.setdefault("name", "caption")
         entries: list[tuple[str, str | None, str]] = []
+        shard_sources = []
         for src in map(Path, sources):
-            js, folder = _files(src, CAPTIONS)
+            if _is_shards(src):
+                shard_sources.append(src)
+                continue
+            js, subtype = caption_file(src)
             data = _json(js)
-            paths = _image_paths(data, Path(images) if images else folder)
+            paths = _image_paths(data, image_folder(js, subtype, images))
             for a in data.get("annotations", []):
                 if a.get("image_id") in paths and isinstance(a.get("caption"), str) and a["caption"].strip():
                     entries.append((paths[a["image_id"]], None, a["caption"].strip()))
-        kw.setdefault("name", "caption")
-        super().__init__(entries, **kw)
+        damage = DamageLog(kw["name"], kw.get("max_damaged", 10))
+        pairs = None
+        if shard_sources:
+            pairs = ShardPairs(shards.source_files(shard_sources, shards.SHARD_SUFFIXES), text_field=text_field,
+                               split=kw.get("split", "all"), eval_fraction=kw.get("eval_fraction", 0.05),
+                               damage=damage)
+        super().__init__(entries, pairs=pairs, damage=damage, **kw)
 
 
 def _answer(a: dict[str, Any]) -> str | None:
-    if isinstance(a.get("multiple_choice_answer"), str):
+    """VQA's ``multiple_choice_answer`` (the most frequent of the ten annotators' answers), else the most frequent
+    of ``answers``."""
+    if isinstance(a.get("multiple_choice_answer"), str) and a["multiple_choice_answer"].strip():
         return a["multiple_choice_answer"]
-    answers = [x.get("answer") for x in a.get("answers", []) if isinstance(x.get("answer"), str)]
+    answers = [x.get("answer") for x in a.get("answers", []) if isinstance(x, dict) and isinstance(x.get("answer"), str)]
     return Counter(answers).most_common(1)[0][0] if answers else None
 
 
 class VQADataset(_ImageTextDataset):
+    """VQA v1/v2 (official ``v2_OpenEnded_mscoco_<split>_questions.json`` + ``v2_mscoco_<split>_annotations.json``,
+    or ``questions.json`` + ``annotations.json``); images named by ``image_pattern`` (None: chosen from
+    ``AUTO_PATTERNS``) in ``images`` (None: ``image_folder``'s search), or by a questions file's ``images`` list."""
+
     def __init__(self, sources: Sequence[str | Path], *, images: str | None = None,
-                 image_pattern: str = "{image_id}.png", **kw: Any) -> None:
-        entries: list[tuple[str, str | None, str]] = []
-        for src in map(Path, sources):
-            qjs, folder = _files(src, QUESTIONS)
-            folder = Path(images) if images else folder
-            qdata, adata = _json(qjs), _json(qjs.parent / ANSWERS)
-            paths = _image_paths(qdata, folder)
-            answers = {a.get("question_id"): _answer(a) for a in adata.get("annotations", [])}
-            for q in qdata.get("questions", []):
-                ans = answers.get(q.get("question_id"))
-                if ans and isinstance(q.get("question"), str):
-                    path = paths.get(q["image_id"]) or str(folder / image_pattern.format(image_id=q["image_id"]))
-                    entries.append((path, f"question: {q['question']} answer:", ans))
+                 image_pattern: str | None = None, **kw: Any) -> None:
         kw.setdefault("name", "vqa")
+        entries: list[tuple[str, str | None, str]] = []
+        listing = _Listing()
+        for src in map(Path, sources):
+            qjs, ajs, subtype = vqa_files(src)
+            qdata, adata = _json(qjs), _json(ajs)
+            split = subtype or qdata.get("data_subtype")
+            folder = image_folder(qjs, split, images)
+            paths = _image_paths(qdata, folder)
+            answers = {a.get("question_id"): _answer(a) for a in adata.get("annotations", []) if isinstance(a, dict)}
+            qs = [q for q in qdata.get("questions", []) if isinstance(q, dict) and isinstance(q.get("question"), str)
+                  and answers.get(q.get("question_id")) and "image_id" in q]
+            unnamed = [q["image_id"] for q in qs if q["image_id"] not in paths]
+            pattern = image_pattern or (choose_pattern(folder, unnamed, split, listing, qjs) if unnamed else "")
+            for q in qs:
+                path = paths.get(q["image_id"]) or str(folder / format_pattern(pattern, q["image_id"], split))
+                entries.append((path, f"question: {q['question']} answer:", answers[q["question_id"]]))
         super().__init__(entries, **kw)
