@@ -425,7 +425,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output folder for episodes and reports")
     ap.add_argument("--slop", type=float, default=0.025, help="stamp tolerance between inputs (s)")
     ap.add_argument("--keep-incomplete", action="store_true", help="also write episodes without a done status")
+    ap.add_argument("--image-size", type=int, default=128, help="camera images of the episodes (square; resized "
+                                                                "when the log's differ; default 128)")
+    ap.add_argument("--robot", default="panda", help="robot name or file the log was recorded on (default panda)")
     args = ap.parse_args(argv)
+    if args.image_size < 16 or args.image_size % 16:
+        ap.error(f"argument --image-size: a multiple of 16 (the patch size), got {args.image_size}")
     if not (math.isfinite(args.slop) and args.slop > 0):
         ap.error(f"argument --slop: must be a positive number of seconds, got {args.slop}")
     missing = [root for root in args.logs if not Path(root).exists()]
@@ -435,7 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logs:
         return cli_error(f"no rosbag2/MCAP logs (.mcap files) found in {', '.join(args.logs)}", 2)
     try:
-        reports = convert_logs(logs, args.out, slop_s=args.slop, keep_incomplete=args.keep_incomplete)
+        embodiment = load_embodiment(args.robot)
+        reports = convert_logs(logs, args.out, slop_s=args.slop, keep_incomplete=args.keep_incomplete,
+                               robot=embodiment, spec=embodiment.spec(list(bag.CAMERAS), args.image_size))
     except OSError as e:  # the output folder cannot be written
         return cli_error(str(e), 1)
     for r in reports:

@@ -6,8 +6,8 @@ the sim node as a robot, the controller, the recorder in operator mode) and the 
 recorder, drives the arm through /gato/action and the controller, and ends the episode with its own label. The
 bags convert with ``gato-log-convert`` like a real robot's. Stops the stack when the operator is done.
 
-    gato-record-demos --out runs/demos/logs --episodes 50 --triplet rgb_test_triplet1 --seed 300000
-    gato-log-convert runs/demos/logs --out runs/demos/episodes
+    gato-record-demos --out runs/demos/logs --episodes 50 --triplet rgb_test_triplet2 --image-size 64
+    gato-log-convert runs/demos/logs --out runs/demos/episodes --image-size 64
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import yaml
 
 from gato_robot.ros.launcher import POLL_S, Stack, _log
 from gato_robot.ros.stack import node_plan, ros_arguments
@@ -31,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=300_000, help="scene seed of the first episode; the k-th uses seed + k "
                                                               "(default 300000: outside the evaluation ranges)")
     ap.add_argument("--robot", default="", help="robot name or file (default: the parameter file's, panda)")
+    ap.add_argument("--image-size", type=int, default=None,
+                    help="rendered camera image size (default: the parameter file's, 128); a policy's own size "
+                         "(the shipped model's is 64) keeps the demonstrations as it sees the scene")
     ap.add_argument("--max-steps", type=int, default=400, help="the operator gives up after this many steps")
     ap.add_argument("--grace", type=float, default=5.0, help="seconds between SIGINT, SIGTERM and SIGKILL")
     args = ap.parse_args(argv)
@@ -42,11 +47,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         _log(f"error: {e}")
         return 2
+    # the sim's settings in its own section of a copy of the parameter file (a node's section wins over -p
+    # overrides); its own episode length above the operator's: the operator ends every episode
+    out.mkdir(parents=True, exist_ok=True)
+    params_file = out / "demos_params.yaml"
+    data = yaml.safe_load(plan[0][1].read_text())
+    data.setdefault("gato_sim", {}).setdefault("ros__parameters", {}).update(
+        triplet=args.triplet, seed=args.seed, episode_steps=args.max_steps + 100)
+    params_file.write_text(yaml.safe_dump(data, sort_keys=False))
     commands = []
-    for node, params, overrides in plan:
-        if node.name == "gato_sim":
-            # the sim's own episode length above the operator's: the operator ends every episode
-            overrides.update(triplet=args.triplet, seed=args.seed, episode_steps=args.max_steps + 100)
+    for node, _, overrides in plan:
+        if node.name == "gato_sim" and args.image_size is not None:
+            overrides["image_size"] = args.image_size
+        params = params_file
         commands.append((node.name, [sys.executable, "-m", node.module, *ros_arguments(node, params, overrides)]))
     operator = ["--episodes", str(args.episodes), "--ros-args", "-p", f"max_steps:={args.max_steps}"]
     if args.robot:

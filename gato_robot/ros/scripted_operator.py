@@ -78,6 +78,10 @@ class ScriptedOperatorNode(Node):
         self.joints: tuple[float, JointState] | None = None
         self.state = "wait_services"
         self.ready_since: float | None = None
+        self.start_asked = 0.0
+        self.last_state = 0.0  # monotonic time of the newest robot state acted on
+        self.stall_s = float(d("stall_s", 3.0, "end the episode as a failure when the robot sends no state for this "
+                                               "long (s)"))
         self.pending = None  # (future, what, since)
         self.done = 0
         self.labels: list[bool] = []
@@ -124,6 +128,7 @@ class ScriptedOperatorNode(Node):
         self.action_pub.publish(common.array_image(action[None, :], "32FC1", msg.header.stamp))
         self.intervention_pub.publish(Bool(data=True))
         self.steps += 1
+        self.last_state = time.monotonic()
         rests = self.expert_lib.red_resting_on_blue(obs[self.env_lib.PRIVILEGED_VERTICES])
         self.resting = self.resting + 1 if rests and self.expert_state.phase == "watch" else 0
         if self.resting >= self.judge_steps:
@@ -149,9 +154,19 @@ class ScriptedOperatorNode(Node):
                 return
             self.pending = None
             response = future.result()
+            if not response.success and what == "start" and "no clock" in response.message \
+                    and time.monotonic() - self.start_asked < self.service_timeout:
+                self.call(common.RECORDER_START_SERVICE, Trigger.Request(), "start")  # its /clock is on the way
+                return
             if not response.success:
                 raise RuntimeError(f"the {what} request was refused: {response.message}")
             self.advance(what)
+            return
+        if self.engaged and time.monotonic() - max(self.last_state, self.engaged_at) > self.stall_s:
+            # the robot stopped sending its state (a simulator that ended its episode): a person would notice
+            self.get_logger().warning(f"no robot state for {self.stall_s:.0f} s after {self.steps} steps: ending the "
+                                      f"episode as a failure")
+            self.finish(False)
             return
         if self.state == "wait_services" and self.stack_ready():
             if self.ready_since is None:  # seen here; give the recorder's subscriptions a moment to match too
@@ -183,6 +198,7 @@ class ScriptedOperatorNode(Node):
             self.expert_state = self.expert.initial_state()
             self.builder.reset()
             self.steps = self.resting = 0
+            self.start_asked = time.monotonic()
             self.call(common.RECORDER_START_SERVICE, Trigger.Request(), "start")
         elif after == "start":
             self.engaged = True
