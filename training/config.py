@@ -89,7 +89,9 @@ class DomainConfig:
     eval_paths: tuple[str, ...] = ()  # held-out data; empty: data.eval_fraction of this domain's data
     return_fraction: float = 0.8  # Gato's filter (control): keep return >= this x the expert's; 0 keeps all
     image_size: int = 64  # caption/vqa: images resized to this square size (multiple of 16)
-    images: str | None = None  # caption/vqa: image folder; None: <json folder>/images, or COCO/VQA's own layout
+    # caption/vqa: the image folder ({split}: the JSON file's split, e.g. coco/{split} -> coco/val2014); None:
+    # <json folder>/images, or COCO/VQA's own layout
+    images: str | None = None
     # vqa: image file names, fields {image_id} (e.g. {image_id:012d}) and {split} (the questions file's subtype,
     # e.g. val2014); None: COCO_<split>_<12-digit id>.jpg, <12-digit id>.jpg, ... whichever finds the images
     image_pattern: str | None = None

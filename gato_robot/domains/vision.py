@@ -271,11 +271,12 @@ def vqa_files(src: Path) -> tuple[Path, Path, str | None]:
 
 
 def image_folder(js: Path, subtype: str | None, images: str | None) -> Path:
-    """``images`` when set, else the first folder that exists of: ``<json folder>/images``, then for an official
-    file ``<json folder>/<subtype>``, ``<json folder>/../<subtype>`` (COCO: annotations/ beside val2017/) and
+    """``images`` when set (``{split}`` in it becomes the file's subtype: ``coco/{split}`` serves the train2014 and
+    the val2014 files), else the first folder that exists of: ``<json folder>/images``, then for an official file
+    ``<json folder>/<subtype>``, ``<json folder>/../<subtype>`` (COCO: annotations/ beside val2017/) and
     ``<json folder>/../Images/mscoco/<subtype>`` (the VQA API's layout)."""
     if images:
-        return Path(images)
+        return Path(images.replace("{split}", subtype or ""))
     options = [js.parent / IMAGES]
     if subtype:
         up = js.parent.parent
@@ -323,7 +324,8 @@ def choose_pattern(folder: Path, image_ids: Sequence[Any], split: str | None, li
                           if split or "{split}" not in p) if probe else "-"
         raise DomainDataError(
             f"{where}: none of the first {len(probe)} questions' images is in {folder} (tried {tried}): set the "
-            "domain's images (the folder) and image_pattern (e.g. 'COCO_val2014_{image_id:012d}.jpg')")
+            "domain's images (the folder; {split} in it: the file's split, e.g. coco/{split}) and image_pattern "
+            "(e.g. 'COCO_{split}_{image_id:012d}.jpg')")
     return best
 
 
