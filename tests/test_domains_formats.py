@@ -247,15 +247,15 @@ def test_text_streams_a_chunk_at_a_time_and_tokenizes_on_demand(tmp_path, monkey
         return real(self, i, *a, **k)
 
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
-    ds = text.TextDataset([path], context=64, seed=0, cache_tokens=2000)
+    ds = text.TextDataset([path], context=64, seed=0, cache_tokens=2000, cache_chars=30_000)  # ~2 row groups
     assert len(ds) == 1000 and not read_groups and ds.tokenized == 0, "loading reads the footer only"
     for i in range(10):
         ds[i]
     assert len(read_groups) <= 10 and ds.tokenized <= 10, "one row group and one document per sample at most"
     for i in range(10, 200):
         ds[i]
-        assert ds.cached_tokens <= 2000 + 200 and ds.reader.cached_chunks <= 8, "bounded buffers"
-    assert len(set(read_groups)) > 20
+        assert ds.cached_tokens <= 2000 + 200 and ds.cached_chars <= 30_000 + 15_000, "bounded buffers"
+    assert len(set(read_groups)) > 20 and len(read_groups) > 40, "row groups are dropped and read again"
     fresh = text.TextDataset([path], context=64, seed=0)  # another cache state, same samples
     for i in (3, 150, 199):
         assert np.array_equal(fresh[i]["tokens"], ds[i]["tokens"])

@@ -11,8 +11,8 @@ Sources (a file, a folder searched recursively, or a glob pattern such as ``data
 Streaming: loading lists the corpus's chunks and nothing more: a Parquet row group or an Arrow record batch (from
 the footer / the memory-mapped stream, no data decoded), ~1 MiB of JSONL lines (one pass that checks every line
 parses, keeping only byte offsets), a text file. Nothing is tokenized at load. Sample i draws a chunk with
-probability proportional to its size in bytes (a proxy for its token count), reads it (``ShardReader``: a few
-decoded chunks kept), draws one of its documents proportional to its length, tokenizes it (at most
+probability proportional to its size in bytes (a proxy for its token count), reads it (documents of at most
+``cache_chars`` characters of chunks kept), draws one of its documents proportional to its length, tokenizes it (at most
 ``cache_tokens`` tokens of tokenized documents are kept, least recently used dropped) and places a uniformly drawn
 window of ``context`` tokens in it (a shorter document is used whole, padded), cut into pseudo-timesteps of <= 512
 tokens (``samples.text_block``). A document longer than ``PIECE_CHARS`` characters is tokenized one piece of that
@@ -45,6 +45,7 @@ SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES + shards.SHARD_SUFFIXES
 JSONL_CHUNK_BYTES = 1 << 20  # JSONL lines per chunk: about this many bytes
 PIECE_CHARS = 1 << 16  # longer documents are tokenized a piece of this many characters at a time
 CACHE_TOKENS = 1 << 20  # tokenized documents kept (int32: 4 MiB)
+CACHE_CHARS = 1 << 25  # decoded chunks' documents kept (characters; the last chunk read is kept whatever its size)
 _RETRIES = 8
 
 
@@ -84,9 +85,10 @@ def scan(path: Path, field: str) -> list[shards.Chunk]:
 class TextDataset:
     def __init__(self, paths: Sequence[str | Path], *, context: int, seed: int, stream: int = 0, domain_id: int = 0,
                  max_damaged: int = 10, field: str | None = "text", text_model: str | None = None, name: str = "text",
-                 split: str = "all", eval_fraction: float = 0.05, cache_tokens: int = CACHE_TOKENS) -> None:
+                 split: str = "all", eval_fraction: float = 0.05, cache_tokens: int = CACHE_TOKENS,
+                 cache_chars: int = CACHE_CHARS) -> None:
         self.context, self.seed, self.stream, self.domain_id = context, seed, stream, domain_id
-        self.field, self.name, self.cache_tokens = field or "text", name, cache_tokens
+        self.field, self.name, self.cache_tokens, self.cache_chars = field or "text", name, cache_tokens, cache_chars
         self.damage = DamageLog(name, max_damaged)
         self.tok = TextTokenizer(text_model)
         chunks: list[shards.Chunk] = []
@@ -103,7 +105,9 @@ class TextDataset:
         self._cum = np.cumsum(sizes / sizes.sum())
         self.num_documents = sum(c.rows for c in self.chunks)
         self.num_bytes = int(sizes.sum())
-        self.reader = shards.ShardReader()
+        self.reader = shards.ShardReader(chunks=1)  # decoded documents are cached here, not the Arrow data
+        self._docs: OrderedDict[tuple[str, int], list[str | None]] = OrderedDict()
+        self.cached_chars = 0
         self._tokens: OrderedDict[tuple[str, int, int, int], np.ndarray] = OrderedDict()
         self.cached_tokens = 0
         self.tokenized = 0  # documents (pieces) tokenized since construction
@@ -113,7 +117,7 @@ class TextDataset:
 
     def __getstate__(self) -> dict:  # a DataLoader worker starts with empty caches
         state = self.__dict__.copy()
-        state["_tokens"], state["cached_tokens"] = OrderedDict(), 0
+        state["_tokens"], state["cached_tokens"], state["_docs"], state["cached_chars"] = OrderedDict(), 0, OrderedDict(), 0
         return state
 
     # -- reading -------------------------------------------------------------------------------------------
@@ -127,6 +131,18 @@ class TextDataset:
             docs = [json.loads(line)[self.field] for line in raw.splitlines() if line.strip()]
             return docs[c.start: c.stop]
         return [raw.decode("utf-8")]
+
+    def _chunk(self, c: shards.Chunk) -> list[str | None]:
+        key = (c.path, c.part)
+        if key in self._docs:
+            self._docs.move_to_end(key)
+            return self._docs[key]
+        docs = self._documents(c)
+        self._docs[key] = docs
+        self.cached_chars += sum(len(d) for d in docs if isinstance(d, str))
+        while self.cached_chars > self.cache_chars and len(self._docs) > 1:
+            self.cached_chars -= sum(len(d) for d in self._docs.popitem(last=False)[1] if isinstance(d, str))
+        return docs
 
     def _encode(self, key: tuple[str, int, int, int], text: str) -> np.ndarray:
         if key in self._tokens:
@@ -147,7 +163,7 @@ class TextDataset:
             if c.path in self.damage:
                 continue
             try:
-                docs = self._documents(c)
+                docs = self._chunk(c)
             except (OSError, ValueError, KeyError) as e:
                 self.damage.report(c.path, f"{type(e).__name__}: {e} (part {c.part})")
                 continue
