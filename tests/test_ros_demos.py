@@ -206,3 +206,69 @@ def test_console_keys_start_label_discard_and_quit(tmp_path, request):
     assert code == 0, stack.log[-2000:].decode(errors="replace")
     bags = [p.parent for p in stack.out.glob("*/metadata.yaml")]
     assert len(bags) == 1 and bag.read_sidecar(bags[0])["label"] == "success"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_gamepad_teleoperation_through_gato_stack_demos_records_what_the_operator_did(tmp_path, request):
+    """The bring-up a user runs (docs/logs.md): ``gato-stack --sim --demos --record DIR`` (the simulator as a robot,
+    the controller, the recorder in operator mode) and ``gato-teleop --source joy --follow-episodes``; a probe plays
+    the gamepad and the operator's service calls. The converted episode's actions are the stick's velocity (through
+    the controller's rate limit) and every recorded step is flagged as the operator's."""
+    pytest.importorskip("pybullet")
+    from sensor_msgs.msg import Joy
+    from std_srvs.srv import SetBool, Trigger
+
+    domain = testing.domain_for(request.node.nodeid)
+    logs = tmp_path / "logs"
+    env = testing.ros_env(domain)
+    stack = subprocess.Popen([sys.executable, "-m", "gato_robot.ros.launcher", "--sim", "--demos", "--record",
+                              str(logs)], stdout=open(tmp_path / "stack.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                             env=env, start_new_session=True)
+    teleop = subprocess.Popen([sys.executable, "-m", "gato_robot.ros.teleop", "--source", "joy", "--follow-episodes"],
+                              stdout=open(tmp_path / "teleop.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                              env=env, start_new_session=True)
+    probe = testing.Probe(domain)
+    try:
+        joy = probe.publisher("/joy", Joy, common.SENSOR_QOS)
+        start = probe.node.create_client(Trigger, common.RECORDER_START_SERVICE)
+        end = probe.node.create_client(SetBool, common.RECORDER_END_SERVICE)
+        assert start.wait_for_service(timeout_sec=60) and end.wait_for_service(timeout_sec=30)
+        probe.wait_subscribers(joy, timeout=60)  # matched with the teleop's subscription, not only in the graph
+        probe.wait_for(lambda: probe.node.count_subscribers(common.JOINT_STATES_TOPIC) >= 2, 60, "teleop, recorder")
+        time.sleep(1.0)
+        assert probe.call(common.SIM_RESET_SERVICE, Trigger, timeout=60).success
+
+        def call(client, req):
+            fut = client.call_async(req)
+            probe.wait_for(fut.done, 30, "service answer")
+            return fut.result()
+
+        deadline = time.monotonic() + 30
+        while not (r := call(start, Trigger.Request())).success and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert r.success, r.message
+        stick = Joy(axes=[0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], buttons=[0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+        t_end = time.monotonic() + 4.0
+        while time.monotonic() < t_end:  # full stick forward, deadman held: +x at the teleop's linear speed
+            joy.publish(stick)
+            time.sleep(0.05)
+        assert call(end, SetBool.Request(data=False)).success
+    finally:
+        for p in (teleop, stack):
+            if p.poll() is None:
+                p.send_signal(2)
+        codes = [p.wait(timeout=40) for p in (teleop, stack)]
+        probe.close()
+    assert codes == [0, 0], (tmp_path / "stack.log").read_text()[-3000:] + (tmp_path / "teleop.log").read_text()[-2000:]
+    (b,) = [p.parent for p in logs.glob("*/metadata.yaml")]
+    assert bag.read_sidecar(b)["label"] == "failure"
+    messages, _ = bag.read_log(b, ["/gato/teleop/intervention"])
+    flags = [m.decode().data for m in messages]
+    assert len(flags) >= 20 and all(flags)  # the DAgger label of every step: the operator's
+    episodes, report = convert.log_to_episodes(b)
+    (ep,) = episodes
+    a = ep.actions["action"]
+    assert len(ep) >= 20, report.dropped
+    # the stick's +x at 0.05 m/s, ramped by the controller's 0.02 m/s per command; nothing else moves
+    assert np.isclose(np.median(a[:, 0]), 0.05, atol=1e-6) and np.abs(a[:, 1:4]).max() < 1e-6, a[:10]
+    assert ep.metadata["success"] is False and not SIM_ONLY & set(ep.metadata)
