@@ -73,6 +73,11 @@ def test_scripted_operator_records_labelled_episodes_that_convert_without_sim_fi
         a = ep.actions["action"]
         assert np.all(np.isfinite(a)) and np.abs(a[:, :3]).max() > 0.01  # the operator moved the arm
         assert set(ep.extras) == {"stamp", "log_time_ns"}  # no object poses: nothing the robot did not record
+    # shared with the field's tools: the operator's episodes as a LeRobotDataset v3 (issue 32 part 4), layout-checked
+    from gato_robot.data import lerobot
+
+    lerobot.export_dataset([tmp_path / "episodes"], tmp_path / "lerobot", progress=False)
+    assert lerobot.check_layout(tmp_path / "lerobot") == []
 
 
 class _Stack:

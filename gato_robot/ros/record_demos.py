@@ -37,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="rendered camera image size (default: the parameter file's, 128); a policy's own size "
                          "(the shipped model's is 64) keeps the demonstrations as it sees the scene")
     ap.add_argument("--max-steps", type=int, default=400, help="the operator gives up after this many steps")
+    ap.add_argument("--teacher", choices=("feedback", "scripted"), default="feedback",
+                    help="the operator's expert: feedback (default; a function of what it sees, the shipped model's "
+                         "teacher) or scripted (a state machine: its hidden phase makes its labels ambiguous for a "
+                         "Markov policy; docs/logs.md)")
     ap.add_argument("--grace", type=float, default=5.0, help="seconds between SIGINT, SIGTERM and SIGKILL")
     args = ap.parse_args(argv)
     if args.episodes < 1 or args.max_steps < 1:
@@ -61,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["image_size"] = args.image_size
         params = params_file
         commands.append((node.name, [sys.executable, "-m", node.module, *ros_arguments(node, params, overrides)]))
-    operator = ["--episodes", str(args.episodes), "--ros-args", "-p", f"max_steps:={args.max_steps}"]
+    operator = ["--episodes", str(args.episodes), "--ros-args", "-p", f"max_steps:={args.max_steps}",
+                "-p", f"teacher:={args.teacher}"]
     if args.robot:
         operator += ["-p", f"robot:={args.robot}"]
     commands.append(("gato_scripted_operator", [sys.executable, "-m", "gato_robot.ros.scripted_operator", *operator]))

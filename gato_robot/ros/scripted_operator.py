@@ -14,7 +14,7 @@ It sees the scene the way a person would, from outside the robot: the simulator'
 converted episodes hold cameras, proprioception and the operator's label only.
 
 The judgement is the person's, not the simulator's: success when red has rested on blue (mesh vertices, the
-expert's own test) with the hand open and clear for ``judge_steps`` consecutive steps; failure after
+expert's own test) with the gripper commanded open for ``judge_steps`` consecutive steps; failure after
 ``max_steps``. The benchmark's success test (contacts, 20 steps held) is not visible here and can disagree.
 
 ``gato-scripted-operator --episodes 50`` (with the sim node ``episode_status: false``, ``object_state: true``,
@@ -56,6 +56,10 @@ class ScriptedOperatorNode(Node):
         self.episodes = int(d("episodes", 1, "episodes to record, then exit"))
         self.max_steps = int(d("max_steps", 400, "end an episode as a failure after this many steps"))
         self.judge_steps = int(d("judge_steps", 20, "steps the stack must be seen resting, hand open, for success"))
+        teacher = d("teacher", "feedback", "feedback (the state-feedback expert: a function of what it sees, "
+                                           "learnable by a Markov policy) | scripted (the state machine)")
+        if teacher not in ("feedback", "scripted"):
+            raise ValueError(f"teacher must be feedback or scripted, got {teacher!r}")
         self.service_timeout = float(d("service_timeout_s", 30.0, "wait this long for a service (s)"))
         if self.episodes < 1 or self.max_steps < 1 or self.judge_steps < 1:
             raise ValueError("episodes, max_steps and judge_steps must be positive")
@@ -63,7 +67,12 @@ class ScriptedOperatorNode(Node):
         from gato_robot.sim import expert as expert_lib
 
         self.expert_lib, self.env_lib = expert_lib, env_lib
-        self.expert = expert_lib.ScriptedExpert()
+        if teacher == "feedback":
+            from gato_robot.sim.feedback_expert import FeedbackExpert
+
+            self.expert = FeedbackExpert()
+        else:
+            self.expert = expert_lib.ScriptedExpert()
         self.embodiment = load_embodiment(robot)
         self.builder = self.embodiment.observation_builder([])
         self.action_pub = self.create_publisher(Image, common.ACTION_TOPIC, common.COMMAND_QOS)
@@ -91,7 +100,8 @@ class ScriptedOperatorNode(Node):
         self.resting = 0
         self.expert_state = self.expert.initial_state()
         self.create_timer(0.02, self.on_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.get_logger().info(f"scripted operator: {self.episodes} episode(s), at most {self.max_steps} steps each")
+        self.get_logger().info(f"scripted operator ({teacher} expert): {self.episodes} episode(s), at most "
+                               f"{self.max_steps} steps each")
 
     # -- inputs ------------------------------------------------------------------------------------------
     def on_objects(self, msg: Float32MultiArray) -> None:
@@ -130,7 +140,7 @@ class ScriptedOperatorNode(Node):
         self.steps += 1
         self.last_state = time.monotonic()
         rests = self.expert_lib.red_resting_on_blue(obs[self.env_lib.PRIVILEGED_VERTICES])
-        self.resting = self.resting + 1 if rests and self.expert_state.phase == "watch" else 0
+        self.resting = self.resting + 1 if rests and action[-1] < 0 else 0  # on blue, the hand open
         if self.resting >= self.judge_steps:
             self.finish(True)
         elif self.steps >= self.max_steps:
