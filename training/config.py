@@ -428,6 +428,11 @@ def _presets() -> dict[str, TrainConfig]:
         # Continue the shipped model with --init-from models/rgb_stacking_mini (the trainer imports the ONNX graph's
         # weights).
         "stacking-fb": _stacking_fb(),
+        # Fine-tune the shipped model on recorded demonstrations (gato-record-demos / gato-record --operator, then
+        # gato-log-convert): as the shipped model's last phase (lr 1e-4, unshifted images), constant lr, the
+        # operator's successes only, no auxiliary head (a robot's logs carry no object poses). --init-from and
+        # --data name the model and the converted episodes (docs/logs.md, "Fine-tuning on the demonstrations").
+        "stacking-demos": _stacking_demos(),
         "79M": _pretrain("79M", micro_batch=32),
         "364M": _pretrain("364M", micro_batch=16),
         # 1.18B with AdamW state is ~19 GB before activations: shard parameters, gradients and optimizer state.
@@ -470,6 +475,17 @@ def _stacking_fb() -> TrainConfig:
         optim=dataclasses.replace(base.optim, lr=3e-4, warmup_steps=50),
         run=dataclasses.replace(base.run, out_dir="runs/stacking-fb", steps=6000, batch_size=32, threads=2,
                                 sim_eval_every=1500, checkpoint_every=500),
+    )
+
+
+def _stacking_demos() -> TrainConfig:
+    base = _stacking_fb()
+    return dataclasses.replace(
+        base, name="stacking-demos",
+        model=dataclasses.replace(base.model, aux_outputs=0),
+        data=dataclasses.replace(base.data, train=(), aux_extras="", image_shift=0, successful_only=True),
+        optim=dataclasses.replace(base.optim, lr=1e-4, schedule="constant"),
+        run=dataclasses.replace(base.run, out_dir="runs/stacking-demos", steps=1000, sim_eval_every=0),
     )
 
 
