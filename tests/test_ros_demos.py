@@ -68,6 +68,8 @@ def test_scripted_operator_records_labelled_episodes_that_convert_without_sim_fi
         ep = read_episode(info["file"])
         assert not SIM_ONLY & set(ep.metadata), ep.metadata
         assert ep.metadata["success"] is success and ep.metadata["labelled_by"] == "operator"
+        # the labels are the operator's /gato/action (before the controller's rate limit), one per step
+        assert ep.metadata["operator_action_steps"] == len(ep)
         assert ep.rewards[-1] == float(success) and ep.rewards[:-1].sum() == 0
         assert ep.observations["camera/basket_front_left"].shape[1:] == (64, 64, 3)
         a = ep.actions["action"]
@@ -274,6 +276,8 @@ def test_gamepad_teleoperation_through_gato_stack_demos_records_what_the_operato
     (ep,) = episodes
     a = ep.actions["action"]
     assert len(ep) >= 20, report.dropped
-    # the stick's +x at 0.05 m/s, ramped by the controller's 0.02 m/s per command; nothing else moves
-    assert np.isclose(np.median(a[:, 0]), 0.05, atol=1e-6) and np.abs(a[:, 1:4]).max() < 1e-6, a[:10]
+    # the label is the stick's +x at 0.05 m/s from the first step (the operator's action, not the controller's
+    # ramp of 0.02 m/s per command, which the executed commands show); nothing else moves
+    assert np.allclose(a[:, 0], 0.05, atol=1e-6) and np.abs(a[:, 1:4]).max() < 1e-6, a[:10]
+    assert ep.metadata["operator_action_steps"] == len(ep)
     assert ep.metadata["success"] is False and not SIM_ONLY & set(ep.metadata)

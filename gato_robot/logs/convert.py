@@ -57,6 +57,7 @@ from gato_robot.robots import load_embodiment
 
 JOINTS_TOPIC, POSE_TOPIC, STATUS_TOPIC = "/joint_states", "/gato/tool_pose", "/gato/episode_status"
 EVENT_TOPIC, INTERVENTION_TOPIC = "/gato/episode_event", "/gato/teleop/intervention"
+ACTION_TOPIC = "/gato/action"  # a teleoperator's (or tool's) continuous action, before the controller's filter
 TWIST_TOPIC, FORWARD_TOPIC, GRIPPER_TOPIC = "/servo_node/delta_twist_cmds", "/forward_velocity_controller/commands", \
     "/gripper/command"
 
@@ -134,8 +135,8 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
     spec = spec or embodiment.spec(list(bag.CAMERAS))
     cameras = [s.name for s in spec.observations if s.kind is specs.Kind.IMAGE]
     cam_topics = {bag.camera_topic(k[len(specs.CAMERA_PREFIX):]): k for k in cameras}
-    topics = [*cam_topics, JOINTS_TOPIC, POSE_TOPIC, STATUS_TOPIC, EVENT_TOPIC, TWIST_TOPIC, FORWARD_TOPIC,
-              GRIPPER_TOPIC]
+    topics = [*cam_topics, JOINTS_TOPIC, POSE_TOPIC, STATUS_TOPIC, EVENT_TOPIC, ACTION_TOPIC, TWIST_TOPIC,
+              FORWARD_TOPIC, GRIPPER_TOPIC]
     messages, read = bag.read_log(path, topics)
     report = ConvertReport(str(path), read=read.to_dict())
     if read.damage:  # details (file, byte offset, reason) in report.read["damage"]
@@ -149,6 +150,7 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
     gripper: list[tuple[int, float]] = []
     statuses: list[tuple[float, int, dict[str, Any]]] = []
     events: list[dict[str, Any]] = []
+    requested: dict[float, np.ndarray] = {}  # /gato/action by header stamp: what the operator asked for
     for m in messages:
         try:
             msg = m.decode()
@@ -177,6 +179,10 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
                         or not math.isfinite(float(e["stamp"])):
                     raise ValueError(f"not an episode event: {msg.data[:80]!r}")
                 events.append(e)
+            elif m.topic == ACTION_TOPIC:
+                a = wire.action_array(msg.encoding, msg.height, msg.width, msg.step, msg.data, spec.action_tokens)
+                if np.all(np.isfinite(a)):
+                    requested.setdefault(round(_stamp(msg.header), 6), a)  # the first for a stamp, as applied
             elif m.topic == TWIST_TOPIC:
                 t = msg.twist
                 arm.append((m.log_time, _stamp(msg.header),
@@ -243,6 +249,7 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
     arm_times = [a[0] for a in arm]
     grip_times = [g[0] for g in gripper]
     by_episode: dict[int, list[tuple[_Tick, np.ndarray, np.ndarray]]] = collections.defaultdict(list)
+    from_request: dict[int, int] = {}  # episode -> steps labelled with the operator's /gato/action
     episode_start: dict[int, _Tick] = {}
     for n, tick in enumerate(ticks):
         ep = int(tick.status.get("episode", 0))
@@ -261,6 +268,15 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
             continue
         cmd_time, _, velocity = cmd
         action = np.array([*velocity, _gripper_at(gripper, grip_times, cmd_time, default=-255.0)])
+        if operator and requested and round(tick.stamp, 6) not in requested:
+            report.drop("no operator action for the observation (/gato/action; it was not acted on)")
+            continue
+        if operator and round(tick.stamp, 6) in requested:
+            # the label is what the operator asked for at this state, before the controller's rate limit: a policy
+            # trained on it takes the operator's place upstream of the same filter (the executed command, ramped
+            # by the filter, would teach it to ramp its own actions and then be ramped again)
+            action = np.clip(requested[round(tick.stamp, 6)], *(np.asarray(b) for b in spec.action_bounds()))
+            from_request[ep] = from_request.get(ep, 0) + 1
         prev = [a for a in arm if _before(a, tick) and not _before(a, first)]
         prev_v = prev[-1][2] if prev else np.zeros(4)
         pg = bisect.bisect_left(grip_times, tick.log_time) - 1
@@ -319,7 +335,8 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
         if operator:  # a robot's episode: the operator's label, no simulator field
             for key in ("triplet", "seed"):
                 meta.pop(key)
-            meta.update(success=bool(labelled[ep]["success"]), labelled_by="operator")
+            meta.update(success=bool(labelled[ep]["success"]), labelled_by="operator",
+                        operator_action_steps=from_request.get(ep, 0))  # the rest: the executed arm command
         episode = Episode(spec, observations, {specs.ACTION_KEY: actions}, rewards, meta,
                           {"stamp": np.array([t.stamp for t, _, _ in rows]),
                            "log_time_ns": np.array([t.log_time for t, _, _ in rows], np.int64)})
