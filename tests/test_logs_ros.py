@@ -3,7 +3,6 @@ flushed message (safety.md scenario 11); with the simulator it writes one bag pe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -39,17 +38,9 @@ class Recorder:
                                      start_new_session=True)
 
     def stop(self, sig: int = signal.SIGINT) -> int:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        code = testing.stop_group(self.proc, sig)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 def test_sigkilled_recorder_keeps_every_flushed_message(tmp_path, request, monkeypatch):

@@ -80,17 +80,9 @@ class Teleop:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGINT) -> int:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        code = testing.stop_group(self.proc, sig)
         self._log.close()
-        return self.proc.returncode
+        return code
 
     def close(self) -> None:
         self.stop(signal.SIGKILL)

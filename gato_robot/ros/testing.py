@@ -242,6 +242,21 @@ class FakeRobotSensors:
             self.cameras[c].publish(common.rgb_image(self.images[c], t, c))
 
 
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
+    """Signal a child started with ``start_new_session`` and its process group, SIGKILL the group after
+    ``timeout``; always reaped. Returns the exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
 def stop_launcher(proc: subprocess.Popen, timeout: float = 40.0) -> int:
     """SIGTERM a ``gato-stack`` launcher (it stops and reaps its nodes); SIGKILL its process group if it hangs.
     Returns its exit code (0 after a clean stop)."""
