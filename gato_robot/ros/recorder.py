@@ -35,12 +35,9 @@ import contextlib
 import importlib
 import json
 import os
-import queue
-import select
 import shutil
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +52,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from gato_robot.logs import bag
 from gato_robot.ros import common
+from gato_robot.ros.terminal import Terminal
 
 SENSOR_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 # Reliable topics: a deep reader history, so a recorder slowed by image writes under CPU load (10 s at 100 Hz)
@@ -148,15 +146,18 @@ class RecorderNode(Node):
         self.watched = [t for t in self.topics if t.startswith("/camera/") or t == common.JOINT_STATES_TOPIC]
         self.last_rx: dict[str, float] = {}
         self.silent: dict[str, float] = {}  # topic -> when its current silence began (monotonic)
-        self.console: OperatorConsole | None = None
+        self.console: Terminal | None = None
         if self.operator:
             self.event_pub = self.create_publisher(String, common.EPISODE_EVENT_TOPIC, common.COMMAND_QOS)
             self.create_service(Trigger, common.RECORDER_START_SERVICE, self.on_start_service)
             self.create_service(SetBool, common.RECORDER_END_SERVICE, self.on_end_service)
             self.create_service(Trigger, common.RECORDER_DISCARD_SERVICE, self.on_discard_service)
             self.create_timer(0.1, self.on_operator_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))
-            if console:
-                self.console = OperatorConsole.open(self)
+            if console and not os.isatty(sys.stdin.fileno()):
+                self.get_logger().warning("console: stdin is not a terminal; use the services")
+            elif console:
+                self.console = Terminal(sys.stdin.fileno())
+                self.console.say(f"keys: {KEYS}")
         how = ("operator-labelled episodes (" + ("keys in this terminal, or " if self.console else "")
                + f"{common.RECORDER_START_SERVICE}, {common.RECORDER_END_SERVICE}, {common.RECORDER_DISCARD_SERVICE})"
                if self.operator else "one bag per episode" if self.split else "one bag")
@@ -310,14 +311,23 @@ class RecorderNode(Node):
                 if now - self.last_rx.get(t, now) > self.silence_s}
 
     def close_silences(self) -> None:
-        now = time.monotonic()
-        for t, since in self.silent.items():
-            self.writer.episode["silences"].append({"topic": t, "silent_s": round(now - since, 3), "ended": False})
-        self.silent.clear()
+        """The silences still going on when the episode ends."""
+        for t in list(self.silent):
+            self.end_silence(t, ended=False)
+
+    def end_silence(self, topic: str, ended: bool) -> float:
+        """Record the silence of ``topic`` in the episode's metadata; returns how long it lasted (s)."""
+        silent_s = time.monotonic() - self.silent.pop(topic)
+        self.writer.episode["silences"].append({"topic": topic, "silent_s": round(silent_s, 3), "ended": ended})
+        return silent_s
 
     def on_operator_timer(self) -> None:
         if self.console is not None:
-            for key in self.console.pending_keys():
+            data = self.console.read()
+            if data is None:  # the terminal is gone (hang-up): the services still work
+                self.get_logger().warning("console: the terminal closed; use the services")
+                self.console = None
+            for key in (data or b"").decode(errors="ignore").lower():
                 self.on_key(key)
         if self.recording:
             now = time.monotonic()
@@ -328,12 +338,9 @@ class RecorderNode(Node):
                     self.get_logger().warning(f"{t} is silent: no message for {for_s:.1f} s in episode "
                                               f"{self.episode_no} (camera or joint state driver down?)")
             for t in [t for t in self.silent if t not in silent]:
-                since = self.silent.pop(t)
-                self.writer.episode["silences"].append({"topic": t, "silent_s": round(now - since - 0.0, 3),
-                                                        "ended": True})
-                self.get_logger().info(f"{t} is back after {now - since:.1f} s")
+                self.get_logger().info(f"{t} is back after {self.end_silence(t, ended=True):.1f} s")
         if self.console is not None:
-            self.console.render(self)
+            self.console.status(status_line(self))
 
     def on_key(self, key: str) -> None:
         actions = {"s": self.start_episode, " ": self.start_episode, "y": lambda: self.end_episode(True),
@@ -349,77 +356,11 @@ class RecorderNode(Node):
         if self.operator and self.recording:  # unlabelled: kept, but the converter skips it (no end event)
             self.writer.episode["closed_unlabelled"] = True
         if self.console is not None:
-            self.console.close()
+            self.console.restore()
         self.close_bag("recorder stopped")
 
 
-class OperatorConsole:
-    """The recorder's terminal console: keys in cbreak mode (Ctrl-C still signals), one status line, messages
-    above it. The terminal's mode is restored on close and at interpreter exit."""
-
-    KEYS = "[s]tart  [y] success  [n] failure  [d]iscard  [q]uit"
-
-    def __init__(self, fd_in: int, out: Any) -> None:
-        import termios
-        import tty
-
-        self.fd, self.out = fd_in, out
-        self.saved = termios.tcgetattr(fd_in)
-        tty.setcbreak(fd_in)
-        self.queue: queue.Queue[str] = queue.Queue()
-        self.closed = threading.Event()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-        self.note = ""
-        import atexit
-
-        atexit.register(self.close)
-        self.say(f"keys: {self.KEYS}")
-
-    @classmethod
-    def open(cls, node: Node) -> OperatorConsole | None:
-        if not os.isatty(sys.stdin.fileno()):
-            node.get_logger().warning("console: stdin is not a terminal; use the services")
-            return None
-        return cls(sys.stdin.fileno(), sys.stdout)
-
-    def _read(self) -> None:
-        while not self.closed.is_set():
-            ready, _, _ = select.select([self.fd], [], [], 0.1)
-            if ready:
-                data = os.read(self.fd, 64)
-                if not data:
-                    return
-                for ch in data.decode(errors="ignore"):
-                    self.queue.put(ch.lower())
-
-    def pending_keys(self) -> list[str]:
-        out = []
-        while True:
-            try:
-                out.append(self.queue.get_nowait())
-            except queue.Empty:
-                return out
-
-    def say(self, text: str) -> None:
-        self.out.write(f"\r\x1b[K{text}\n")
-        self.out.flush()
-
-    def render(self, rec: RecorderNode) -> None:
-        self.out.write("\r\x1b[K" + status_line(rec))
-        self.out.flush()
-
-    def close(self) -> None:
-        import termios
-
-        if self.closed.is_set():
-            return
-        self.closed.set()
-        with contextlib.suppress(Exception):
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
-        with contextlib.suppress(Exception):
-            self.out.write("\n")
-            self.out.flush()
+KEYS = "[s]tart  [y] success  [n] failure  [d]iscard  [q]uit"
 
 
 def status_line(rec: RecorderNode) -> str:
@@ -428,7 +369,7 @@ def status_line(rec: RecorderNode) -> str:
     if rec.discarded:
         kept += f", {rec.discarded} discarded"
     if not rec.recording:
-        return f"idle, next episode {rec.episode_no} | {kept} | {OperatorConsole.KEYS}"
+        return f"idle, next episode {rec.episode_no} | {kept} | {KEYS}"
     elapsed = time.monotonic() - rec.episode_started
     line = (f"\x1b[31m● REC\x1b[0m episode {rec.episode_no}  {int(elapsed // 60):02d}:{elapsed % 60:04.1f}  "
             f"{sum(rec.counts.values())} msgs on {sum(1 for c in rec.counts.values() if c)}/{len(rec.topics)} "

@@ -29,15 +29,10 @@ All decisions are ``gato_robot.core.teleop``'s; this node only moves messages an
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
-import os
-import select
 import signal
 import sys
-import termios
 import time
-import tty
 from collections.abc import Sequence
 
 import numpy as np
@@ -62,6 +57,7 @@ from gato_robot.core.teleop import (
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.robots import load_embodiment
 from gato_robot.ros import common
+from gato_robot.ros.terminal import Terminal
 
 INTERVENTION_TOPIC = "/gato/teleop/intervention"
 POLICY_ACTION_TOKENS_TOPIC = "/gato/policy/action_tokens"  # the policy node's /gato/action_tokens, remapped
@@ -69,63 +65,6 @@ SOURCES = ("keyboard", "joy", "policy")
 OVERRIDES = ("none", "keyboard", "joy")
 KEY_POLL_S = 0.02  # s: how often the terminal is read (a key's latency)
 STATUS_PERIOD_S = 0.2  # s: the status line's refresh
-
-
-class Terminal:
-    """The controlling terminal (``fd``) in cbreak mode: keys arrive one by one without echo, and the terminal's
-    own Ctrl-C still raises SIGINT (``common.run``'s stop flag: the terminal is restored on that path too). cbreak
-    rather than full raw mode so the ROS log lines keep their newlines. :meth:`restore` runs from ``on_exit``,
-    ``destroy_node`` and ``atexit``, whichever comes first; only SIGKILL skips it (then ``stty sane``)."""
-
-    def __init__(self, fd: int) -> None:
-        if not os.isatty(fd):
-            raise RuntimeError(
-                "keyboard source: stdin is not a terminal; run gato-teleop in a terminal (under "
-                "ros2 launch: prefix='xterm -e'), or use --source joy"
-            )
-        self.fd = fd
-        self.saved: list | None = termios.tcgetattr(fd)
-        tty.setcbreak(fd, termios.TCSANOW)
-        atexit.register(self.restore)
-        self.closed = False
-
-    def read(self) -> bytes | None:
-        """Bytes typed since the last call (b'' when none); None when the terminal is gone (EOF, hang-up)."""
-        if self.closed:
-            return None
-        try:
-            ready, _, _ = select.select([self.fd], [], [], 0)
-            if not ready:
-                return b""
-            data = os.read(self.fd, 1024)
-        except OSError:
-            data = b""
-        if not data:
-            self.closed = True
-            return None
-        return data
-
-    def status(self, text: str) -> None:
-        """Rewrite the status line in place; skipped when the terminal would block (nobody reading a pty)."""
-        if self.closed:
-            return
-        try:
-            _, writable, _ = select.select([], [self.fd], [], 0)
-            if writable:
-                os.write(self.fd, f"\r\x1b[K{text}".encode())
-        except OSError:
-            pass
-
-    def restore(self) -> None:
-        if self.saved is None:
-            return
-        saved, self.saved = self.saved, None
-        try:
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, saved)
-            if not self.closed:
-                os.write(self.fd, b"\r\x1b[K")
-        except (OSError, termios.error):
-            pass
 
 
 class TeleopNode(Node):
@@ -225,7 +164,9 @@ class TeleopNode(Node):
             self.create_subscription(String, event_topic, self.on_episode_event, common.COMMAND_QOS)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         if self.keyboard is not None:
-            self.terminal = Terminal(sys.stdin.fileno())  # last: nothing after it can fail and leave it raw
+            self.terminal = Terminal(sys.stdin.fileno(), not_a_tty=(
+                "keyboard source: stdin is not a terminal; run gato-teleop in a terminal (under ros2 launch: "
+                "prefix='xterm -e'), or use --source joy"))  # last: nothing after it can fail and leave it raw
             self.create_timer(KEY_POLL_S, self.on_keys, clock=steady)
             self.status_due = 0.0
         paced = policy_topic if self.source == "policy" else state_topic
