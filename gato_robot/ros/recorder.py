@@ -52,6 +52,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from gato_robot.logs import bag
 from gato_robot.ros import common
+from gato_robot.ros.stack import parameter_args
 from gato_robot.ros.terminal import Terminal
 
 SENSOR_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
@@ -398,23 +399,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                 "states are silent this long (s, default 1)")
     ap.add_argument("--use-sim-time", action="store_true")
     args = ap.parse_args(argv[: len(argv) - len(ros_args)])
-    params = []
-    if args.out:
-        params += ["-p", f"output_dir:={args.out}"]
-    if args.topics:
-        params += ["-p", f"topics:=[{','.join(repr(t) for t in args.topics.split(','))}]"]
-    if args.policy is not None:
-        params += ["-p", f"policy:={args.policy!r}"]
-    if args.no_split:
-        params += ["-p", "split_by_episode:=false"]
-    if args.operator:
-        params += ["-p", "episodes:=operator", "-p", "console:=true"]
-    if args.task is not None:
-        params += ["-p", f"task:={args.task!r}"]
-    if args.silence is not None:
-        params += ["-p", f"silence_s:={args.silence}"]
-    if args.use_sim_time:
-        params += ["-p", "use_sim_time:=true"]
+    params = parameter_args({
+        "output_dir": args.out, "policy": args.policy, "task": args.task, "silence_s": args.silence,
+        "topics": args.topics.split(",") if args.topics else None,
+        "split_by_episode": False if args.no_split else None,
+        "episodes": "operator" if args.operator else None, "console": True if args.operator else None,
+        "use_sim_time": True if args.use_sim_time else None})
     ros = (ros_args or ["--ros-args"]) + params
     return common.run(RecorderNode, ["gato-record", *ros])
 

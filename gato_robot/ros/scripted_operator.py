@@ -43,6 +43,7 @@ from gato_robot import wire
 from gato_robot.core.embodiment import RawObservation
 from gato_robot.robots import load_embodiment
 from gato_robot.ros import common
+from gato_robot.ros.stack import parameter_args
 
 INTERVENTION_TOPIC = "/gato/teleop/intervention"
 READY_SETTLE_S = 1.0  # s: after the stack's endpoints are seen, before the first episode
@@ -223,13 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--robot", default=None, help="robot name or file (default panda)")
     ap.add_argument("--use-sim-time", action="store_true")
     args = ap.parse_args(argv[: len(argv) - len(ros_args)])
-    params = []
-    if args.episodes is not None:
-        params += ["-p", f"episodes:={args.episodes}"]
-    if args.robot is not None:
-        params += ["-p", f"robot:={args.robot}"]
-    if args.use_sim_time:
-        params += ["-p", "use_sim_time:=true"]
+    params = parameter_args({"episodes": args.episodes, "robot": args.robot,
+                             "use_sim_time": True if args.use_sim_time else None})
     return common.run(ScriptedOperatorNode, ["gato-scripted-operator", *(ros_args or ["--ros-args"]), *params])
 
 

@@ -232,10 +232,14 @@ def _yaml_value(value: Any) -> str:
 
 def ros_arguments(node: NodeSpec, params_file: Path, overrides: Mapping[str, Any]) -> list[str]:
     """``--ros-args`` for a node process: its name, the parameter file, then the overrides (later wins)."""
-    args = ["--ros-args", "-r", f"__node:={node.name}", "--params-file", str(params_file)]
-    for key, value in overrides.items():
-        args += ["-p", f"{key}:={_yaml_value(value)}"]
-    return args
+    return ["--ros-args", "-r", f"__node:={node.name}", "--params-file", str(params_file),
+            *parameter_args(overrides)]
+
+
+def parameter_args(values: Mapping[str, Any]) -> list[str]:
+    """``-p name:=value`` for each value that is not None (a command-line flag not given), typed as YAML: what the
+    nodes' command lines (gato-record, gato-teleop, gato-scripted-operator) turn their flags into."""
+    return [a for key, value in values.items() if value is not None for a in ("-p", f"{key}:={_yaml_value(value)}")]
 
 
 def controller_filter(spec_low: Sequence[float], spec_high: Sequence[float],

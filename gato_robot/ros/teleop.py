@@ -57,6 +57,7 @@ from gato_robot.core.teleop import (
 from gato_robot.core.tokenizer import Tokenizer
 from gato_robot.robots import load_embodiment
 from gato_robot.ros import common
+from gato_robot.ros.stack import parameter_args
 from gato_robot.ros.terminal import Terminal
 
 INTERVENTION_TOPIC = "/gato/teleop/intervention"
@@ -309,17 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--yaw-speed", type=float, help="rad/s (parameter yaw_speed)")
     ap.add_argument("--use-sim-time", action="store_true")
     args = ap.parse_args(argv[: len(argv) - len(ros_args)])
-    params = []
-    for name, value in (("source", args.source), ("override", args.override), ("robot", args.robot)):
-        if value is not None:
-            params += ["-p", f"{name}:={value}"]
-    for name, value in (("linear_speed", args.linear_speed), ("yaw_speed", args.yaw_speed)):
-        if value is not None:
-            params += ["-p", f"{name}:={float(value)!r}"]
-    if args.follow_episodes:
-        params += ["-p", "follow_episodes:=true"]
-    if args.use_sim_time:
-        params += ["-p", "use_sim_time:=true"]
+    params = parameter_args({
+        "source": args.source, "override": args.override, "robot": args.robot,
+        "linear_speed": args.linear_speed, "yaw_speed": args.yaw_speed,
+        "follow_episodes": True if args.follow_episodes else None,
+        "use_sim_time": True if args.use_sim_time else None})
     return common.run(TeleopNode, ["gato-teleop", *(ros_args or ["--ros-args"]), *params])
 
 
