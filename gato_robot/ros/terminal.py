@@ -42,24 +42,21 @@ class Terminal:
         return data
 
     def status(self, text: str) -> None:
-        """Rewrite the status line in place; skipped when the terminal would block (nobody reading a pty)."""
-        if self.closed:
-            return
-        try:
-            _, writable, _ = select.select([], [self.fd], [], 0)
-            if writable:
-                os.write(self.fd, f"\r\x1b[K{text}".encode())
-        except OSError:
-            pass
+        """Rewrite the status line in place."""
+        self._write(f"\r\x1b[K{text}")
 
     def say(self, text: str) -> None:
         """A line of its own above the status line (which the next :meth:`status` redraws)."""
+        self._write(f"\r\x1b[K{text}\n")
+
+    def _write(self, text: str) -> None:
+        """Skipped when the terminal is gone or would block (nobody reading a pty)."""
         if self.closed:
             return
         try:
             _, writable, _ = select.select([], [self.fd], [], 0)
             if writable:
-                os.write(self.fd, f"\r\x1b[K{text}\n".encode())
+                os.write(self.fd, text.encode())
         except OSError:
             pass
 
