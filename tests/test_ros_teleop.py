@@ -112,7 +112,10 @@ class Rig:
                 self.probe.wait_subscribers(pub, timeout=30)
         except TimeoutError:
             raise AssertionError(f"the node never came up:\n{self.node.log()}") from None
-        time.sleep(0.3)  # the node's side of the input matches too
+        # the node's side of the input matches too: the probe's publisher seeing the node's reader does not mean the
+        # reader has matched the publisher yet, and a state sent before that is lost (a CI run under load lost the
+        # first one after 0.3 s)
+        time.sleep(1.0)
 
     def received(self) -> list[tuple[float, np.ndarray, float]]:
         """(receipt time, action, stamp) of every /gato/action so far."""
