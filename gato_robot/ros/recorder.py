@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import importlib
 import json
-import os
 import shutil
 import signal
 import sys
@@ -154,11 +153,13 @@ class RecorderNode(Node):
             self.create_service(SetBool, common.RECORDER_END_SERVICE, self.on_end_service)
             self.create_service(Trigger, common.RECORDER_DISCARD_SERVICE, self.on_discard_service)
             self.create_timer(0.1, self.on_operator_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))
-            if console and not os.isatty(sys.stdin.fileno()):
-                self.get_logger().warning("console: stdin is not a terminal; use the services")
-            elif console:
-                self.console = Terminal(sys.stdin.fileno())
-                self.console.say(f"keys: {KEYS}")
+            if console:
+                try:
+                    self.console = Terminal(sys.stdin.fileno(), "console: stdin is not a terminal; use the services")
+                except RuntimeError as e:  # not a terminal: the services still work
+                    self.get_logger().warning(str(e))
+                else:
+                    self.console.say(f"keys: {KEYS}")
         how = ("operator-labelled episodes (" + ("keys in this terminal, or " if self.console else "")
                + f"{common.RECORDER_START_SERVICE}, {common.RECORDER_END_SERVICE}, {common.RECORDER_DISCARD_SERVICE})"
                if self.operator else "one bag per episode" if self.split else "one bag")
