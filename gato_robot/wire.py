@@ -262,9 +262,10 @@ def action_to_twist(action: np.ndarray, embodiment: Embodiment | None = None
     return command.linear, command.angular, command.gripper
 
 
-def action_to_forward_command(action: np.ndarray) -> list[float]:
-    """The Float64MultiArray data for a forward command controller over a Cartesian velocity interface."""
-    (vx, vy, vz), (wx, wy, wz), _ = action_to_twist(action)
+def action_to_forward_command(action: np.ndarray, embodiment: Embodiment | None = None) -> list[float]:
+    """The Float64MultiArray data for a forward command controller over a Cartesian velocity interface (the action
+    split as the robot file says; default: the Panda's)."""
+    (vx, vy, vz), (wx, wy, wz), _ = action_to_twist(action, embodiment)
     return [vx, vy, vz, wx, wy, wz]
 
 

@@ -67,6 +67,19 @@ def test_action_split_and_its_inverse():
         panda.arm_command([0.0] * 4)
 
 
+def test_a_turned_base_splits_commands_as_its_file_says():
+    """tool_vx on the twist's linear.y, tool_vy on linear.x: the forward command the controller sends and the
+    velocity the sim node and the log converter read back follow the file, not the Panda's layout."""
+    data = yaml.safe_load(PANDA_FILE.read_text())
+    data["action"][0]["command"], data["action"][1]["command"] = "linear_y", "linear_x"
+    turned = embodiment_from_dict(data)
+    action = np.array([0.01, -0.02, 0.03, 0.5, 255.0])
+    forward = wire.action_to_forward_command(action, turned)
+    assert forward == [-0.02, 0.01, 0.03, 0.0, 0.0, 0.5]
+    assert wire.action_to_forward_command(action) == [0.01, -0.02, 0.03, 0.0, 0.0, 0.5]  # the Panda's
+    np.testing.assert_array_equal(wire.forward_command_to_velocity(forward, turned), action[:4])
+
+
 def six_joint_arm() -> dict:
     data = yaml.safe_load(PANDA_FILE.read_text())
     data.update(name="six", arm_joints=[f"j{i}" for i in range(6)], finger_joints=["f"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -447,3 +448,39 @@ def test_17_a_backwards_clock_jump_recovers_observations_and_commands(ros):
     assert len(new) >= 20 and new[0] - 10.0 <= LAG_S  # before: none until sim time passed 103 s
     assert len(moving_after) >= 20  # before: every action 'out of order'
     assert "clock went back" in tokenizer.log() and "clock went back" in controller.log()
+
+
+# -- bring your own arm: the controller bounds and splits actions as the robot file says ----------------------
+def test_the_controller_holds_a_slower_robot_to_its_own_bounds_and_command_mapping(ros, tmp_path):
+    """A robot file whose tool_vx is bounded at 0.03 m/s (the Panda's: 0.07) and whose base is turned a quarter
+    (tool_vx drives the twist's linear.y, tool_vy its linear.x): the controller decodes, bounds and splits with
+    that file, not the Panda's. Before, it used the Panda's spec whatever robot it was given: 0.07 m/s out."""
+    import yaml
+
+    from gato_robot.robots import load_embodiment
+
+    data = yaml.safe_load(Path(load_embodiment("panda").source).read_text())
+    data["name"] = "slow_panda"
+    data["action"][0].update(low=-0.03, high=0.03, command="linear_y")
+    data["action"][1].update(command="linear_x")
+    robot = tmp_path / "slow_panda.yaml"
+    robot.write_text(yaml.safe_dump(data))
+    ros.start("gato_controller", start_armed=True, max_action_age_s=30.0, robot=str(robot))
+    probe = ros.probe
+    pub = probe.publisher(common.ACTION_TOPIC, Image, DEEP)
+    probe.wait_subscribers(pub)
+    probe.wait_matched([common.TWIST_TOPIC], 60, at_least=2)  # the controller and its guard
+    go = np.array([0.07, 0.05, 0.0, 0.0, 255.0])  # the Panda's full tool_vx, inside everyone's tool_vy
+    send_then_wait_for_command(probe, pub, [action_msg(go, probe.now())], go)
+    for _ in range(20):  # the per-cycle step limit (0.02 m/s) ramps up over a few commands
+        time.sleep(0.05)
+        pub.publish(action_msg(go, probe.now()))
+    time.sleep(0.3)
+    sent = [m.twist for _, m in probe.received(common.TWIST_TOPIC)]
+    linear_x = np.array([t.linear.x for t in sent])
+    linear_y = np.array([t.linear.y for t in sent])
+    print(f"\nslow robot: twist linear.x (tool_vy) up to {linear_x.max():.3f} m/s, linear.y (tool_vx) up to "
+          f"{linear_y.max():.3f} m/s over {len(sent)} commands")
+    assert np.isclose(linear_y.max(), 0.03) and np.all(np.abs(linear_y) <= 0.03 + 1e-12)  # its own bound
+    assert np.isclose(linear_x.max(), 0.05)  # tool_vy, on the axis the file maps it to
+    assert all(t.linear.z == 0 and t.angular.x == 0 and t.angular.y == 0 for t in sent)

@@ -186,9 +186,10 @@ def log_to_episodes(path: str | os.PathLike, spec: specs.RobotSpec | None = None
             elif m.topic == TWIST_TOPIC:
                 t = msg.twist
                 arm.append((m.log_time, _stamp(msg.header),
-                            np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.z])))
+                            embodiment.velocity_from_twist((t.linear.x, t.linear.y, t.linear.z),
+                                                           (t.angular.x, t.angular.y, t.angular.z))))
             elif m.topic == FORWARD_TOPIC:
-                arm.append((m.log_time, None, wire.forward_command_to_velocity(msg.data)))
+                arm.append((m.log_time, None, wire.forward_command_to_velocity(msg.data, embodiment)))
             elif m.topic == GRIPPER_TOPIC:
                 gripper.append((m.log_time, float(msg.data)))
         except Exception as e:  # a malformed message is dropped and counted, never fatal

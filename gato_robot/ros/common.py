@@ -39,6 +39,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
 
 from gato_robot import wire
+from gato_robot.core.embodiment import Embodiment
 
 # Sensor topics: best effort, keep last 5 (the ROS default sensor-data profile).
 SENSOR_QOS = qos_profile_sensor_data
@@ -179,19 +180,20 @@ def observation_rows(msg: Image) -> np.ndarray:
     return rows if dtype is np.uint8 else wire.observation_from_float_rows(rows)
 
 
-def arm_command(interface: str, action: np.ndarray, stamp: Time, frame_id: str) -> TwistStamped | Float64MultiArray:
+def arm_command(interface: str, action: np.ndarray, stamp: Time, frame_id: str,
+                embodiment: Embodiment | None = None) -> TwistStamped | Float64MultiArray:
     """The arm command message of ``interface`` (``twist``: TwistStamped, MoveIt Servo; ``forward_command``:
     Float64MultiArray ``[vx, vy, vz, wx, wy, wz]``) for an action's velocity part (the controller's commands, the
-    guard's zero)."""
+    guard's zero), split into twist parts as the robot file says (``embodiment``; default: the Panda's)."""
     if interface == "twist":
         msg = TwistStamped()
         msg.header.stamp, msg.header.frame_id = stamp, frame_id
         (msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z), (
-            msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z), _ = wire.action_to_twist(action)
+            msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z), _ = wire.action_to_twist(action, embodiment)
         return msg
     msg = Float64MultiArray()
     msg.layout.dim = [MultiArrayDimension(label=",".join(wire.FORWARD_COMMAND_LABELS), size=6, stride=6)]
-    msg.data = wire.action_to_forward_command(action)
+    msg.data = wire.action_to_forward_command(action, embodiment)
     return msg
 
 

@@ -46,6 +46,7 @@ from gato_robot.core.safety import (
     controller_limits,
 )
 from gato_robot.core.tokenizer import Tokenizer
+from gato_robot.robots import load_embodiment
 from gato_robot.ros import common
 from gato_robot.ros.guard import GuardProcess
 
@@ -64,12 +65,12 @@ class ControllerNode(Node):
         twist_topic = d("twist_topic", common.TWIST_TOPIC, "TwistStamped arm command topic")
         forward_topic = d("forward_topic", common.FORWARD_TOPIC, "Float64MultiArray arm command topic")
         gripper_topic = d("gripper_topic", common.GRIPPER_TOPIC, "std_msgs/Float64 gripper command topic")
-        robot = d("robot", "panda", "robot name (config/robots/<name>.yaml) or robot file path: its base link")
+        robot = d("robot", "panda", "robot name (config/robots/<name>.yaml) or robot file path: its action bounds "
+                                    "and command mapping (the spec) and its base link")
         self.frame = d("command_frame", "", "frame_id of twist commands (empty: the robot file's base link)")
+        self.embodiment = load_embodiment(robot)
         if not self.frame:
-            from gato_robot.robots import load_embodiment
-
-            self.frame = load_embodiment(robot).base_link
+            self.frame = self.embodiment.base_link
         control_hz = float(d("control_hz", 20.0, "watchdog / hold heartbeat rate (Hz)"))
         lim = CONTROLLER_LIMITS  # the defaults
         limit_params = {
@@ -93,7 +94,9 @@ class ControllerNode(Node):
         if self.interface not in ("twist", "forward_command"):
             raise ValueError(f"command_interface must be twist or forward_command, got {self.interface!r}")
 
-        self.spec = specs.rgb_stacking_spec(cameras, image_size)
+        # The robot's own spec: its action bounds decode the tokens and bound the limits (a robot file slower than
+        # the Panda's is held to its own bounds, not the Panda's), and its command mapping splits each action.
+        self.spec = self.embodiment.spec(cameras, image_size)
         self.tokenizer = Tokenizer(self.spec)
         limits = controller_limits(*self.spec.action_bounds(), limit_params)
         self.filter = SafetyFilter(limits, watchdog_period=watchdog, max_action_age=max_age, armed=armed,
@@ -265,7 +268,7 @@ class ControllerNode(Node):
             self.guard_covered = True
         v = command.values
         assert np.all(np.isfinite(v)), "non-finite command"  # the filter guarantees this
-        msg = common.arm_command(self.interface, v, common.sec_to_stamp(command.stamp), self.frame)
+        msg = common.arm_command(self.interface, v, common.sec_to_stamp(command.stamp), self.frame, self.embodiment)
         grip = float(v[VELOCITY_DIMS])
         if gripper and (command.reason is Reason.ACTION or grip != self.last_gripper):  # first: a lockstep sim
             self.gripper_pub.publish(Float64(data=grip))  # steps on the arm command

@@ -161,11 +161,12 @@ class SimNode(Node):
 
     def on_twist(self, msg: TwistStamped) -> None:
         t = msg.twist
-        self._command(np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.z]))
+        self._command(self.embodiment.velocity_from_twist((t.linear.x, t.linear.y, t.linear.z),
+                                                          (t.angular.x, t.angular.y, t.angular.z)))
 
     def on_forward(self, msg: Float64MultiArray) -> None:
         try:
-            self._command(wire.forward_command_to_velocity(msg.data))
+            self._command(wire.forward_command_to_velocity(msg.data, self.embodiment))
         except ValueError as e:
             self.invalid_commands += 1
             self.get_logger().error(f"refused arm command: {e}", throttle_duration_sec=1.0)
