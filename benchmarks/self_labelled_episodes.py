@@ -16,35 +16,21 @@ import argparse
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from gato_robot.data.episodes import Episode, write_episode
+from gato_robot.data.episodes import write_episode
 from gato_robot.sim import collect, objects
-from gato_robot.sim.policies import make_policy
 from gato_robot.sim.rollout import run_episode
-
-_POLICIES: dict[tuple[str, float], object] = {}
 
 
 def one(job: tuple[str, int, str, str, float, int]) -> bool:
     triplet, seed, out, policy, temperature, image_size = job
     env = collect._env(triplet, 2, image_size)
-    if (policy, temperature) not in _POLICIES:  # one per worker process, one CPU thread: workers are the parallelism
-        _POLICIES[policy, temperature] = make_policy(policy, threads=1, temperature=temperature)
-    learner = _POLICIES[policy, temperature]
+    learner = collect._learner(policy, temperature)  # one per worker process, one CPU thread
     learner.seed = seed  # this episode's draws
     r = run_episode(env, learner, seed, record=True)
     label = f"{policy} (temperature {temperature:g}; self-labelled)"
-    episode = Episode(
-        spec=env.spec_, observations={k: np.stack(v) for k, v in r.observations.items()},
-        actions={"action": np.stack(r.actions).astype(np.float32)}, rewards=np.asarray(r.rewards, np.float32),
-        metadata={"task": "rgb_stacking", "triplet": triplet, "objects": r.objects, "seed": seed,
-                  "success": r.success, "stacked_at_end": r.stacked_at_end, "return": r.episode_return,
-                  "policy": label, "success_rule": "stacked for >= 20 consecutive control steps (1 s)",
-                  "simulator": "pybullet", "control_hz": 20, "executed": label, "robot": env.embodiment.name},
-        extras={"object_poses": np.stack(r.object_poses).astype(np.float32)})
-    write_episode(Path(out) / triplet / f"{triplet}_seed{seed:06d}", episode)
+    write_episode(Path(out) / triplet / f"{triplet}_seed{seed:06d}", collect.recorded_episode(env, r, triplet, label, label))
     return r.success
 
 

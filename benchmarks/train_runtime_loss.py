@@ -14,6 +14,7 @@ them, so they agree to within the windows' sampling (about 1% at the default), n
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 from pathlib import Path
@@ -69,11 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     eval_mode = trainer.evaluate()["eval/loss"]
 
     held_out = trainer.eval_set
-    train_mode = data.WindowDataset(held_out.index, stream=data.EVAL_STREAM, train=True, context=held_out.context,
-                                    seed=cfg.run.seed, max_timesteps=1 if trainer.model_cfg.markov else None,
-                                    grasp_flag=cfg.data.grasp_flag, image_shift=0, prompt_fraction=0.0,
-                                    prompt_end_fraction=0.5, prompt_tokens=None, max_damaged=10, aux=None,
-                                    on_bad="skip")
+    train_mode = copy.copy(held_out)  # the same windows, with patch positions drawn as in training
+    train_mode.train = True
     total = count = 0.0
     trainer.model.eval()  # no dropout; the windows' patch positions are drawn as in training
     with torch.no_grad():

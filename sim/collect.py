@@ -41,7 +41,7 @@ from gato_robot.runtime.contract import check_temperature
 from gato_robot.sim import objects
 from gato_robot.sim.env import RgbStackingEnv
 from gato_robot.sim.policies import EXPERTS, action_array, make_policy
-from gato_robot.sim.rollout import Executor, run_episode
+from gato_robot.sim.rollout import EpisodeResult, Executor, run_episode
 
 EXPERT_LABELS = {"expert": "scripted_expert", "feedback-expert": "feedback_expert"}  # metadata "policy"
 NOISE_CORRELATION = 0.9  # AR(1) coefficient of the DART noise per control step (about 0.5 s correlation time)
@@ -101,25 +101,33 @@ def collect_one(triplet: str, seed: int, out: Path, cameras: int, image_size: in
     info = {"triplet": triplet, "seed": seed, "success": result.success, "path": None}
     if successful_only and not result.success:
         return info
-    episode = Episode(
-        spec=env.spec_,
-        observations={k: np.stack(v) for k, v in result.observations.items()},
-        actions={"action": np.stack(result.actions).astype(np.float32)},
-        rewards=np.asarray(result.rewards, np.float32),
-        metadata={
-            "task": "rgb_stacking", "triplet": triplet, "objects": result.objects, "seed": seed,
-            "success": result.success, "stacked_at_end": result.stacked_at_end, "return": result.episode_return,
-            "policy": labeller, "success_rule": "stacked for >= 20 consecutive control steps (1 s)",
-            "simulator": "pybullet", "control_hz": 20, "executed": executed, "robot": env.embodiment.name,
-            **({"max_steps": max_steps} if max_steps else {}),
-        },
-        extras={"object_poses": np.stack(result.object_poses).astype(np.float32)},
-    )
+    episode = recorded_episode(env, result, triplet, labeller, executed, max_steps)
     try:
         info["path"] = str(write_episode(out / triplet / f"{triplet}_seed{seed:06d}", episode))
     except EpisodeError as e:  # e.g. a physics blow-up left NaN in it: the episode is not written, the rest go on
         info["refused"] = f"{triplet} seed {seed}: {e}"
     return info
+
+
+def recorded_episode(env: RgbStackingEnv, result: EpisodeResult, triplet: str, policy: str, executed: str,
+                     max_steps: int | None = None) -> Episode:
+    """A recorded rollout (``run_episode(..., record=True)``) as an episode file's contents: the observations, the
+    recorded actions (the labels) and rewards, metadata (``policy``: who labelled, ``executed``: who drove) and the
+    privileged object poses as extras."""
+    return Episode(
+        spec=env.spec_,
+        observations={k: np.stack(v) for k, v in result.observations.items()},
+        actions={"action": np.stack(result.actions).astype(np.float32)},
+        rewards=np.asarray(result.rewards, np.float32),
+        metadata={
+            "task": "rgb_stacking", "triplet": triplet, "objects": result.objects, "seed": result.seed,
+            "success": result.success, "stacked_at_end": result.stacked_at_end, "return": result.episode_return,
+            "policy": policy, "success_rule": "stacked for >= 20 consecutive control steps (1 s)",
+            "simulator": "pybullet", "control_hz": 20, "executed": executed, "robot": env.embodiment.name,
+            **({"max_steps": max_steps} if max_steps else {}),
+        },
+        extras={"object_poses": np.stack(result.object_poses).astype(np.float32)},
+    )
 
 
 _ENVS: dict[tuple, RgbStackingEnv] = {}

@@ -201,11 +201,11 @@ def test_5_hold_stops_drops_clears_and_needs_rearm(ros, tiny_policy):
 
 
 # -- scenarios 2 and 3: the controller alone ----------------------------------------------------------------
-def controller_with_action_input(ros):
+def controller_with_action_input(ros, **overrides):
     # These scenarios are about values, not age: a generous max_action_age_s keeps a stall of the shared CI
     # machine between stamping and delivery from dropping the valid action as too old (the age rule has its
-    # own scenario and unit tests).
-    ros.start("gato_controller", start_armed=True, max_action_age_s=30.0)
+    # own scenario and unit tests). ``overrides``: more controller parameters (e.g. its robot file).
+    ros.start("gato_controller", start_armed=True, max_action_age_s=30.0, **overrides)
     pub = ros.probe.publisher(common.ACTION_TOPIC, Image, DEEP)
     ros.probe.wait_subscribers(pub)
     ros.probe.wait_matched([common.TWIST_TOPIC], 30)
@@ -465,11 +465,8 @@ def test_the_controller_holds_a_slower_robot_to_its_own_bounds_and_command_mappi
     data["action"][1].update(command="linear_x")
     robot = tmp_path / "slow_panda.yaml"
     robot.write_text(yaml.safe_dump(data))
-    ros.start("gato_controller", start_armed=True, max_action_age_s=30.0, robot=str(robot))
+    pub = controller_with_action_input(ros, robot=str(robot))
     probe = ros.probe
-    pub = probe.publisher(common.ACTION_TOPIC, Image, DEEP)
-    probe.wait_subscribers(pub)
-    probe.wait_matched([common.TWIST_TOPIC], 60, at_least=2)  # the controller and its guard
     go = np.array([0.07, 0.05, 0.0, 0.0, 255.0])  # the Panda's full tool_vx, inside everyone's tool_vy
     send_then_wait_for_command(probe, pub, [action_msg(go, probe.now())], go)
     for _ in range(20):  # the per-cycle step limit (0.02 m/s) ramps up over a few commands
